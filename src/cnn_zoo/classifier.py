@@ -1,0 +1,168 @@
+"""The one LightningModule: binary or multi-class classification around any network.
+
+Everything it needs is stored as plain hyperparameters (network config, data facts, optimizer and
+scheduler configs), so a checkpoint rebuilds the whole model and loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra.utils
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import AUROC, Accuracy, F1Score
+
+from cnn_zoo.errors import CnnZooError
+from cnn_zoo.models import build_net
+from cnn_zoo.tta import TestTimeAugmentation
+
+DTYPES = {"float32": torch.float32, "int64": torch.int64}
+
+
+def make_metrics(num_classes: int, with_auroc: bool = True) -> MetricCollection:
+    """Accuracy, macro F1 and AUROC for the task the number of classes implies."""
+    if num_classes == 2:
+        metrics: dict[str, Any] = {"acc": Accuracy(task="binary"), "f1": F1Score(task="binary")}
+        if with_auroc:
+            metrics["auroc"] = AUROC(task="binary")
+    else:
+        task = {"task": "multiclass", "num_classes": num_classes}
+        metrics = {"acc": Accuracy(**task), "f1": F1Score(average="macro", **task)}
+        if with_auroc:
+            metrics["auroc"] = AUROC(**task)
+    return MetricCollection(metrics)
+
+
+def class_weight_tensor(spec: str | list[float] | None, facts: dict[str, Any]) -> Tensor | None:
+    """`balanced` weights classes by n_samples / (n_classes * n_class), as scikit-learn does."""
+    if spec is None:
+        return None
+    num_classes = int(facts["num_classes"])
+    if spec == "balanced":
+        counts = facts.get("class_counts")
+        if not counts:
+            raise CnnZooError("class_weights=balanced needs a datamodule that reports class_counts")
+        counts_t = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
+        return counts_t.sum() / (num_classes * counts_t)
+    if isinstance(spec, list | tuple) and len(spec) == num_classes:
+        return torch.tensor([float(w) for w in spec])
+    raise CnnZooError(f"model.class_weights must be null, 'balanced' or a list of {num_classes} numbers, got {spec!r}")
+
+
+class Classifier(L.LightningModule):
+    """Loss, metrics, optimizer/scheduler wiring and test-time augmentation for any `net`."""
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        data: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        tta: dict[str, Any] | None = None,
+        class_weights: str | list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.num_classes = int(data["num_classes"])
+        self.binary = self.num_classes == 2
+        self.net = build_net(net, data)
+        self.tta = TestTimeAugmentation(**(tta or {}))
+        weights = class_weight_tensor(class_weights, data)
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.train_metrics = make_metrics(self.num_classes, with_auroc=False).clone(prefix="train/")
+        self.val_metrics = make_metrics(self.num_classes).clone(prefix="val/")
+        self.test_metrics = make_metrics(self.num_classes).clone(prefix="test/")
+        self.test_tta_metrics = make_metrics(self.num_classes).clone(prefix="test/", postfix="_tta")
+        self.val_acc_best = MaxMetric()
+        shape = data.get("input_shape")
+        if shape:
+            self.example_input_array = torch.zeros(1, *shape, dtype=DTYPES[data.get("input_dtype", "float32")])
+
+    # ----------------------------------------------------------------- forward and loss
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.binary:
+            pos_weight = None
+            if self.class_weights is not None:
+                pos_weight = (self.class_weights[1] / self.class_weights[0]).reshape(1)
+            return F.binary_cross_entropy_with_logits(logits.squeeze(1), target.float(), pos_weight=pos_weight)
+        return F.cross_entropy(logits, target, weight=self.class_weights)
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Binary: P(class 1) of shape (N,); multi-class: softmax of shape (N, C)."""
+        return torch.sigmoid(logits.squeeze(1)) if self.binary else torch.softmax(logits, dim=1)
+
+    def class_probabilities(self, probs: Tensor) -> Tensor:
+        """Always (N, C), for prediction output."""
+        return torch.stack([1 - probs, probs], dim=1) if self.binary else probs
+
+    # ----------------------------------------------------------------- steps
+    def shared_step(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        return self.loss(logits, y), self.probabilities(logits), y
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss, probs, y = self.shared_step(batch)
+        self.train_metrics.update(probs, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity check's validation
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss, probs, y = self.shared_step(batch)
+        self.val_metrics.update(probs, y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best.update(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        loss, probs, y = self.shared_step(batch)
+        self.test_metrics.update(probs, y)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
+        self.log_dict(self.test_metrics, on_epoch=True)
+        if self.tta.active:
+            self.test_tta_metrics.update(self.tta(self.view_probabilities, batch[0]), y)
+            self.log_dict(self.test_tta_metrics, on_epoch=True)
+
+    def view_probabilities(self, x: Tensor) -> Tensor:
+        return self.probabilities(self(x))
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        probs = self.tta(self.view_probabilities, x) if self.tta.active else self.view_probabilities(x)
+        return self.class_probabilities(probs)
+
+    # ----------------------------------------------------------------- optimisation
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The network's own groups when it defines them (transfer learning), else its trainable parameters."""
+        lr = float(self.hparams.optimizer.get("lr", 1e-3))
+        if hasattr(self.net, "parameter_groups"):
+            return self.net.parameter_groups(lr)
+        return [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
+
+    def configure_optimizers(self) -> Any:
+        try:
+            optimizer = hydra.utils.instantiate(self.hparams.optimizer)(self.parameter_groups())
+        except Exception as err:
+            raise CnnZooError(f"cannot build the optimizer from {self.hparams.optimizer}: {err}") from err
+        if not self.hparams.scheduler:
+            return optimizer
+        config = dict(self.hparams.scheduler)
+        try:
+            scheduler = hydra.utils.instantiate(config.pop("scheduler"))(optimizer)
+        except Exception as err:
+            raise CnnZooError(f"cannot build the scheduler from {self.hparams.scheduler}: {err}") from err
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **config}}

@@ -1,0 +1,38 @@
+"""Small helpers shared by the network families."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "elu": nn.ELU}
+
+
+def activation(name: str) -> nn.Module:
+    from cnn_zoo.errors import CnnZooError
+
+    if name not in ACTIVATIONS:
+        raise CnnZooError(f"model.net.activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+@torch.no_grad()
+def flat_size(features: nn.Module, in_channels: int, input_size: list[int] | tuple[int, ...]) -> int:
+    """Feature count after `features` for one input: the Flatten-Dense boundary, without LazyLinear."""
+    was_training = features.training
+    features.eval()
+    out = features(torch.zeros(1, in_channels, *input_size))
+    features.train(was_training)
+    return out.numel()
+
+
+def dense_stack(in_features: int, hidden: list[int], num_outputs: int, act: str, dropout: float) -> nn.Sequential:
+    """Flatten, hidden Dense layers, optional dropout, then the output layer."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), activation(act)]
+        in_features = width
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(in_features, num_outputs))
+    return nn.Sequential(*layers)

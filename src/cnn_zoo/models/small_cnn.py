@@ -1,0 +1,47 @@
+"""The course's small CNNs: 3x3 convolutions with max pooling between them, then dense layers.
+
+MNIST: Conv(32)-Pool-Conv(64)-Pool-Conv(64)-Flatten-Dense(64)-Dense(10) = 93,322 parameters.
+Cats/dogs at 180x180: Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Conv(256)-Pool-Conv(256)-Flatten-Dense(1)
+= 991,041 parameters.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from cnn_zoo.models.layers import activation, dense_stack, flat_size
+
+
+class SmallCNN(nn.Module):
+    """Valid 3x3 convolutions, a 2x2 max pooling after each but the last (as in the notes)."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_outputs: int = 10,
+        input_size: tuple[int, int] = (28, 28),
+        filters: tuple[int, ...] = (32, 64, 64),
+        dense: tuple[int, ...] = (64,),
+        kernel_size: int = 3,
+        activation_name: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for index, width in enumerate(filters):
+            layers += [nn.Conv2d(channels, width, kernel_size), activation(activation_name)]
+            if index < len(filters) - 1:
+                layers.append(nn.MaxPool2d(2))
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = dense_stack(
+            flat_size(self.features, in_channels, input_size),
+            list(dense),
+            num_outputs,
+            activation_name,
+            dropout,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,77 @@
+"""The pieces every entry point shares: datamodule, classifier, trainer, metrics file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import lightning as L
+from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig
+
+from cnn_zoo.classifier import Classifier
+from cnn_zoo.config import to_plain
+from cnn_zoo.data.base import ZooDataModule
+from cnn_zoo.errors import CnnZooError
+
+log = logging.getLogger(__name__)
+
+
+def instantiate(config: Any, what: str, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, with a user's bad value reported as one line naming the config group."""
+    try:
+        return hydra.utils.instantiate(config, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, CnnZooError):
+            raise cause from None
+        raise CnnZooError(f"bad {what} config: {cause or err}") from err
+
+
+def build_datamodule(cfg: DictConfig) -> ZooDataModule:
+    datamodule = instantiate(cfg.data, "data")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    log.info("classes: %s", dict(enumerate(datamodule.facts["class_names"])))
+    return datamodule
+
+
+def build_classifier(cfg: DictConfig, facts: dict[str, Any]) -> Classifier:
+    return Classifier(
+        net=to_plain(cfg.model.net),
+        data=facts,
+        optimizer=to_plain(cfg.optimizer),
+        scheduler=to_plain(cfg.get("scheduler")) or None,
+        tta=to_plain(cfg.get("tta")) or None,
+        class_weights=to_plain(cfg.model.get("class_weights")),
+    )
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
+    if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Flat `stage/metric` floats, sorted, for metrics.json."""
+    out = {}
+    for key, value in metrics.items():
+        number = float(value.item() if hasattr(value, "item") else value)
+        if not math.isnan(number):
+            out[key] = number
+    return dict(sorted(out.items()))
+
+
+def write_metrics(output_dir: str | Path, metrics: dict[str, float]) -> Path:
+    path = Path(output_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path

@@ -1,0 +1,50 @@
+"""`python -m cnn_zoo.train`: compose the config, fit, test the best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from cnn_zoo.config import CONFIG_DIR
+from cnn_zoo.errors import user_errors
+from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test on the best checkpoint; returns the metrics written to `<run>/metrics.json`."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_classifier(cfg, datamodule.facts)
+    trainer = build_trainer(cfg)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics: dict[str, Any] = dict(trainer.callback_metrics)
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint was saved; testing the weights at the end of training")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update(trainer.callback_metrics)
+    result = scalar_metrics(metrics)
+    if trainer.is_global_zero:
+        path = write_metrics(cfg.paths.output_dir, result)
+        log.info("metrics: %s", {k: round(v, 4) for k, v in result.items() if k.startswith(("test/", "val/"))})
+        log.info("run folder: %s", path.parent)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        metrics = train(cfg)
+    objective = cfg.get("optimized_metric")
+    return metrics.get(objective) if objective else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Every option of every config group composes, and the entry point answers Hydra's own flags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnn_zoo.config import CONFIG_DIR
+
+GROUPS = ["data", "model", "optimizer", "scheduler", "tta", "trainer", "callbacks", "logger", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(compose_cfg, override: str) -> None:
+    cfg = compose_cfg(override)
+    assert cfg.data._target_.startswith("cnn_zoo.data.")
+    assert cfg.model.net._target_.startswith("cnn_zoo.models.")
+    assert cfg.optimizer._partial_ is True
+
+
+def test_optimizer_is_a_partial(compose_cfg) -> None:
+    import hydra.utils
+    import torch
+
+    cfg = compose_cfg("optimizer=sgd", "optimizer.lr=0.05")
+    optimizer = hydra.utils.instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_misspelt_option_gets_hydras_message() -> None:
+    result = run_cli("model=lenett", "--cfg", "job")
+    assert result.returncode != 0
+    assert "Could not find 'model/lenett'" in result.stderr
+    assert "lenet" in result.stderr  # the available options are listed
+
+
+def test_help_lists_the_groups() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for group in ("data:", "model:", "optimizer:", "scheduler:", "trainer:"):
+        assert group in result.stdout

@@ -1,0 +1,53 @@
+"""Parameter counts and output shapes of the networks, against the course's Keras summaries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnn_zoo.errors import CnnZooError
+from cnn_zoo.models import build_net
+
+
+def count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+MNIST_FACTS = {"num_classes": 10, "in_channels": 1, "input_size": [28, 28]}
+
+
+def test_mnist_cnn_has_the_course_parameter_count() -> None:
+    net = build_net(
+        {"_target_": "cnn_zoo.models.small_cnn.SmallCNN", "filters": [32, 64, 64], "dense": [64]}, MNIST_FACTS
+    )
+    assert count(net) == 93_322
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_catsdogs_small_cnn_has_the_course_parameter_count() -> None:
+    facts = {"num_classes": 2, "in_channels": 3, "input_size": [180, 180]}
+    net = build_net(
+        {"_target_": "cnn_zoo.models.small_cnn.SmallCNN", "filters": [32, 64, 128, 256, 256], "dense": []},
+        facts,
+    )
+    assert count(net) == 991_041
+    assert net(torch.zeros(2, 3, 180, 180)).shape == (2, 1)  # binary: one logit
+
+
+def test_lenet_uses_5x5_convolutions_and_average_pooling() -> None:
+    net = build_net({"_target_": "cnn_zoo.models.lenet.LeNet"}, MNIST_FACTS)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(5, 5), (5, 5)]
+    assert [c.out_channels for c in convs] == sorted(c.out_channels for c in convs)
+    assert any(isinstance(m, torch.nn.AvgPool2d) for m in net.modules())
+    assert net(torch.zeros(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_unknown_network_is_a_user_error() -> None:
+    with pytest.raises(CnnZooError, match="cannot be imported"):
+        build_net({"_target_": "cnn_zoo.models.nope.Nope"}, MNIST_FACTS)
+
+
+def test_bad_network_value_is_a_user_error() -> None:
+    with pytest.raises(CnnZooError, match="activation must be one of"):
+        build_net({"_target_": "cnn_zoo.models.lenet.LeNet", "activation_name": "swishy"}, MNIST_FACTS)

@@ -1,0 +1,148 @@
+"""End-to-end training on the generated MNIST fixture: run folder, metrics, checkpoints, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from cnn_zoo.classifier import Classifier
+from cnn_zoo.pipeline import build_classifier, build_datamodule
+from cnn_zoo.train import train
+from tests.conftest import FAST, require_real
+
+
+def mnist_overrides(root: Path, *extra: str) -> list[str]:
+    return [
+        f"paths.data_dir={root}",
+        "data.download=false",
+        "data.val_size=60",
+        "data.batch_size=32",
+        *FAST,
+        *extra,
+    ]
+
+
+def test_training_writes_every_artifact_of_the_run_folder(mnist_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root)}
+    args = [
+        f"hydra.run.dir={run_dir}",
+        "data.download=false",
+        "data.val_size=60",
+        "trainer.max_epochs=2",
+        "callbacks.rich_progress_bar=null",
+        "logger=many",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Trainable params" in output and "Non-trainable params" in output  # Keras-style summary
+    assert "Conv2d" in output and "[1, 10]" in output  # layers and output shapes
+    assert f"run folder: {run_dir}" in output
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("epoch_*.ckpt"))) == 1
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("val/acc_best", "test/acc", "test/loss", "val/loss", "train/loss_epoch"):
+        assert key in metrics
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_loss_goes_down_and_best_checkpoint_reproduces_test_metrics(
+    compose_cfg, mnist_root: Path, tmp_path: Path
+) -> None:
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "trainer.max_epochs=4", "logger=csv"))
+    metrics = train(cfg)
+    history = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    header = history[0].split(",")
+    column = header.index("train/loss_epoch")
+    losses = [float(row.split(",")[column]) for row in history[1:] if row.split(",")[column]]
+    assert len(losses) == 4
+    assert losses[-1] < 0.5 * losses[0]
+    assert metrics["test/acc"] > 0.5
+
+    best = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+    raw = torch.load(best, weights_only=True)  # plain hyperparameters only
+    assert raw["hyper_parameters"]["data"]["class_names"] == [str(d) for d in range(10)]
+    model = Classifier.load_from_checkpoint(best)
+    datamodule = build_datamodule(cfg)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (reloaded,) = trainer.test(model, datamodule=datamodule)
+    assert reloaded["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert reloaded["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
+
+
+def test_resume_continues_from_the_checkpoint_epoch(compose_cfg, mnist_root: Path, tmp_path: Path) -> None:
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "trainer.max_epochs=1", "logger=none", "test=false"))
+    train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_cfg(
+        *mnist_overrides(mnist_root, "trainer.max_epochs=2", "logger=none", "test=false", f"ckpt_path={last}")
+    )
+    train(cfg)
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def test_missing_data_folder_is_one_clear_line(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(missing)}
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.train", f"hydra.run.dir={tmp_path / 'run'}", "data.download=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: MNIST not found:")
+    assert str(missing / "MNIST" / "raw") in lines[-1]
+    assert "CNN_ZOO_DATA_DIR" in lines[-1]
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_download_names_what_was_tried(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    import cnn_zoo.data.mnist as mnist_module
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(mnist_module, "MNIST", offline)
+    cfg = compose_cfg(f"paths.data_dir={tmp_path / 'empty'}")
+    from cnn_zoo.errors import CnnZooError
+
+    with pytest.raises(CnnZooError, match="torchvision download failed .*network is unreachable"):
+        build_datamodule(cfg)
+
+
+def test_bad_config_value_is_a_user_error(compose_cfg, mnist_root: Path) -> None:
+    from cnn_zoo.errors import CnnZooError
+
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "data.batch_size=0"))
+    with pytest.raises(CnnZooError, match="data.batch_size must be a positive integer"):
+        build_datamodule(cfg)
+
+
+def test_classifier_builds_from_plain_config(compose_cfg, mnist_root: Path) -> None:
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn"))
+    model = build_classifier(cfg, build_datamodule(cfg).facts)
+    assert sum(p.numel() for p in model.net.parameters()) == 93_322
+
+
+@pytest.mark.real_data
+def test_lenet_one_epoch_on_real_mnist(compose_cfg) -> None:
+    root = require_real("MNIST", "raw").parents[1]
+    cfg = compose_cfg(f"paths.data_dir={root}", "data.download=false", *FAST, "trainer.max_epochs=1", "logger=none")
+    metrics = train(cfg)
+    assert metrics["test/acc"] >= 0.97
