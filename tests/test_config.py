@@ -10,7 +10,18 @@ import pytest
 
 from cnn_zoo.config import CONFIG_DIR
 
-GROUPS = ["data", "model", "optimizer", "scheduler", "tta", "trainer", "callbacks", "logger", "experiment"]
+GROUPS = [
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "augmentation",
+    "tta",
+    "trainer",
+    "callbacks",
+    "logger",
+    "experiment",
+]
 
 
 def options(group: str) -> list[str]:

@@ -53,6 +53,7 @@ def test_training_writes_every_artifact_of_the_run_folder(mnist_root: Path, tmp_
     assert len(list((run_dir / "checkpoints").glob("epoch_*.ckpt"))) == 1
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "csv" / "metrics.csv").is_file()
+    assert json.loads((run_dir / "data.json").read_text())["class_names"] == [str(d) for d in range(10)]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("val/acc_best", "test/acc", "test/loss", "val/loss", "train/loss_epoch"):
         assert key in metrics

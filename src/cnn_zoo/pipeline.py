@@ -70,8 +70,8 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return dict(sorted(out.items()))
 
 
-def write_metrics(output_dir: str | Path, metrics: dict[str, float]) -> Path:
-    path = Path(output_dir) / "metrics.json"
+def write_json(output_dir: str | Path, name: str, content: Any) -> Path:
+    path = Path(output_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    path.write_text(json.dumps(content, indent=2) + "\n")
     return path

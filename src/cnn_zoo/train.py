@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -11,7 +12,7 @@ from omegaconf import DictConfig
 
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.errors import user_errors
-from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_metrics
+from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     model = build_classifier(cfg, datamodule.facts)
     trainer = build_trainer(cfg)
+    if trainer.is_global_zero:
+        write_json(cfg.paths.output_dir, "data.json", datamodule.facts)
+        datamodule.save_artifacts(Path(cfg.paths.output_dir))
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = dict(trainer.callback_metrics)
     if cfg.get("test", True):
@@ -32,7 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(trainer.callback_metrics)
     result = scalar_metrics(metrics)
     if trainer.is_global_zero:
-        path = write_metrics(cfg.paths.output_dir, result)
+        path = write_json(cfg.paths.output_dir, "metrics.json", result)
         log.info("metrics: %s", {k: round(v, 4) for k, v in result.items() if k.startswith(("test/", "val/"))})
         log.info("run folder: %s", path.parent)
     return result
