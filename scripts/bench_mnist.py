@@ -3,63 +3,34 @@
     CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_mnist.py [--epochs 10] [--models lenet mnist_cnn]
 
 Prints a markdown table (epochs, seconds per epoch, test accuracy) and writes it with the raw figures to
-outputs/benchmarks/mnist.{md,json}. Targets: LeNet >= 99.0%, mnist_cnn >= 98.9% within 10 epochs on CPU.
+<out>/mnist.{md,json}. Targets: LeNet >= 99.0%, mnist_cnn >= 98.9% within 10 epochs on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 from datetime import datetime
 from pathlib import Path
 
-import lightning as L
-import torch
-
-from cnn_zoo.config import compose_train_config
-from cnn_zoo.train import train
+from cnn_zoo.benchmark import markdown_table, run_experiment, stamp
 
 EXPERIMENTS = {"lenet": "mnist_lenet", "mnist_cnn": "mnist_cnn"}
 TARGETS = {"lenet": 0.990, "mnist_cnn": 0.989}
 
 
-class EpochTimer(L.Callback):
-    """Wall time of each training epoch (validation excluded)."""
-
-    def __init__(self) -> None:
-        self.durations: list[float] = []
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.durations.append(time.perf_counter() - self.start)
-
-
 def run(model: str, epochs: int, out: Path) -> dict:
     run_dir = out / f"{model}_{datetime.now():%Y%m%d_%H%M%S}"
-    cfg = compose_train_config(
-        [
-            f"experiment={EXPERIMENTS[model]}",
-            f"trainer.max_epochs={epochs}",
-            "trainer.accelerator=cpu",
-            "callbacks.rich_progress_bar=null",
-            "+trainer.enable_progress_bar=false",
-        ],
-        run_dir,
-    )
-    timer = EpochTimer()
-    metrics = train(cfg, extra_callbacks=[timer])
+    overrides = [f"experiment={EXPERIMENTS[model]}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu"]
+    metrics, timer = run_experiment(overrides, run_dir)
     return {
         "model": model,
         "epochs": len(timer.durations),
-        "sec_per_epoch": sum(timer.durations) / max(1, len(timer.durations)),
-        "test_acc": metrics["test/acc"],
-        "val_acc_best": metrics["val/acc_best"],
+        "s/epoch": round(timer.mean, 1),
+        "test acc": metrics["test/acc"],
         "target": TARGETS[model],
-        "run_dir": str(run_dir),
+        "met": "yes" if metrics["test/acc"] >= TARGETS[model] else "no",
+        "run": str(run_dir),
     }
 
 
@@ -70,22 +41,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     args = parser.parse_args()
     rows = [run(model, args.epochs, args.out) for model in args.models]
-    machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    report = f"MNIST benchmark ({stamp()})\n\n" + markdown_table(
+        rows, ["model", "epochs", "s/epoch", "test acc", "target", "met"]
     )
-    lines = [
-        f"MNIST benchmark ({datetime.now():%Y-%m-%d}, {machine})",
-        "",
-        "| model | epochs | s/epoch | test acc | target | met |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        met = "yes" if r["test_acc"] >= r["target"] else "no"
-        lines.append(
-            f"| {r['model']} | {r['epochs']} | {r['sec_per_epoch']:.1f} | {r['test_acc']:.4f} | "
-            f"{r['target']:.3f} | {met} |"
-        )
-    report = "\n".join(lines)
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mnist.md").write_text(report + "\n")
