@@ -36,3 +36,26 @@ def dense_stack(in_features: int, hidden: list[int], num_outputs: int, act: str,
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(in_features, num_outputs))
     return nn.Sequential(*layers)
+
+
+class ConvClassifier(nn.Module):
+    """A convolutional feature stack under a Flatten-Dense head sized by one dummy forward pass."""
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        in_channels: int,
+        input_size: list[int] | tuple[int, ...],
+        dense: list[int] | tuple[int, ...],
+        num_outputs: int,
+        activation_name: str,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.head = dense_stack(
+            flat_size(features, in_channels, input_size), list(dense), num_outputs, activation_name, dropout
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from cnn_zoo.models.layers import activation, dense_stack, flat_size
+from cnn_zoo.models.layers import ConvClassifier, activation
 
 
-class LeNet(nn.Module):
+class LeNet(ConvClassifier):
     """LeNet-style network; `padding='same'` keeps 28x28 digits at 28 before the first pooling."""
 
     def __init__(
@@ -21,7 +21,6 @@ class LeNet(nn.Module):
         padding: str = "same",
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for width in filters:
@@ -31,14 +30,4 @@ class LeNet(nn.Module):
                 nn.AvgPool2d(2),
             ]
             channels = width
-        self.features = nn.Sequential(*layers)
-        self.head = dense_stack(
-            flat_size(self.features, in_channels, input_size),
-            list(dense),
-            num_outputs,
-            activation_name,
-            dropout,
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        super().__init__(nn.Sequential(*layers), in_channels, input_size, dense, num_outputs, activation_name, dropout)

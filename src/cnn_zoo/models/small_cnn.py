@@ -7,12 +7,12 @@ Cats/dogs at 180x180: Conv(32)-Pool-Conv(64)-Pool-Conv(128)-Pool-Conv(256)-Pool-
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from cnn_zoo.models.layers import activation, dense_stack, flat_size
+from cnn_zoo.models.layers import ConvClassifier, activation
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ConvClassifier):
     """Valid 3x3 convolutions, a 2x2 max pooling after each but the last (as in the notes)."""
 
     def __init__(
@@ -26,7 +26,6 @@ class SmallCNN(nn.Module):
         activation_name: str = "relu",
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for index, width in enumerate(filters):
@@ -34,14 +33,4 @@ class SmallCNN(nn.Module):
             if index < len(filters) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width
-        self.features = nn.Sequential(*layers)
-        self.head = dense_stack(
-            flat_size(self.features, in_channels, input_size),
-            list(dense),
-            num_outputs,
-            activation_name,
-            dropout,
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        super().__init__(nn.Sequential(*layers), in_channels, input_size, dense, num_outputs, activation_name, dropout)
