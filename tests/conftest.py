@@ -7,12 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from cnn_zoo.config import CONFIG_DIR
+from cnn_zoo.config import compose_train_config
 from tests.fixtures import make_mnist
 
 REAL_DATA = Path(os.environ.get("CNN_ZOO_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -38,18 +36,9 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """Compose `conf/train.yaml` with overrides, its run folder under tmp_path, as `@hydra.main` would."""
 
     def make(*overrides: str, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-            cfg = compose(
-                config_name=config_name,
-                overrides=[f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-                return_hydra_config=True,
-            )
-        HydraConfig.instance().set_config(cfg)
+        cfg = compose_train_config(list(overrides), tmp_path / "run", config_name=config_name)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.cache_dir = str(tmp_path / "cache")
-            del cfg.hydra
         return cfg
 
     yield make

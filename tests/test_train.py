@@ -147,3 +147,20 @@ def test_lenet_one_epoch_on_real_mnist(compose_cfg) -> None:
     cfg = compose_cfg(f"paths.data_dir={root}", "data.download=false", *FAST, "trainer.max_epochs=1", "logger=none")
     metrics = train(cfg)
     assert metrics["test/acc"] >= 0.97
+
+
+def test_same_seed_and_deterministic_trainer_give_identical_runs(compose_cfg, mnist_root: Path) -> None:
+    overrides = mnist_overrides(mnist_root, "trainer.max_epochs=1", "logger=none", "trainer.deterministic=true")
+    first = train(compose_cfg(*overrides))
+    second = train(compose_cfg(*overrides))
+    assert first["test/loss"] == second["test/loss"]
+    other_seed = train(compose_cfg(*overrides, "seed=7"))
+    assert other_seed["test/loss"] != first["test/loss"]
+
+
+def test_mixed_precision_runs_on_cpu(compose_cfg, mnist_root: Path) -> None:
+    cfg = compose_cfg(
+        *mnist_overrides(mnist_root, "trainer.max_epochs=1", "logger=none", "trainer.precision=bf16-mixed")
+    )
+    metrics = train(cfg)
+    assert metrics["test/loss"] > 0

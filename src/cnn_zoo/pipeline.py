@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,9 @@ def build_classifier(cfg: DictConfig, facts: dict[str, Any]) -> Classifier:
     )
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += list(extra_callbacks)
     loggers = [instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

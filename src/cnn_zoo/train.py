@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,15 @@ from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test on the best checkpoint; returns the metrics written to `<run>/metrics.json`."""
+def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
+    """Fit, then test on the best checkpoint; returns the metrics written to `<run>/metrics.json`.
+
+    `extra_callbacks` lets scripts (benchmarks) observe a run without a config of their own.
+    """
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_classifier(cfg, datamodule.facts)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, extra_callbacks)
     if trainer.is_global_zero:
         write_json(cfg.paths.output_dir, "data.json", datamodule.facts)
         datamodule.save_artifacts(Path(cfg.paths.output_dir))
