@@ -52,6 +52,19 @@ def test_folder_layout_maps_sorted_classes_and_converts_every_mode(tmp_path: Pat
     assert x.shape == (32, 3, 32, 32) and y.dtype == torch.int64
 
 
+def test_test_stage_decodes_the_test_split_only(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", odd_files=False)
+    dm = ImageFolderDataModule(data_dir=str(tmp_path), folder="pets", image_size=16, num_workers=0)
+    dm.setup("test")
+    assert dm.train_set is None and dm.val_set is None and len(dm.test_set) == 24
+    assert "class_counts" not in dm.facts
+    test_set = dm.test_set
+    dm.setup("fit")
+    assert len(dm.train_set) == 48 and len(dm.val_set) == 24 and dm.test_set is test_set
+    assert dm.facts["class_counts"] == [24, 24]
+    assert root.is_dir()
+
+
 def test_grayscale_image_becomes_three_equal_channels(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "pets", layout="folders")
     dm = datamodule(root, image_size=16)

@@ -184,6 +184,8 @@ class ImageFolderDataModule(ZooDataModule):
         self.split_dirs = {"train": "train", "val": "validation", "test": "test", **(to_plain(split_dirs) or {})}
         self.augment = augmentation_transforms(to_plain(augmentation))
         self.train_pipeline = None
+        self.splits: dict[str, Samples] = {}
+        self.datasets: dict[str, ImageFiles] = {}
         self.skipped: list[tuple[Path, str]] = []
 
     # ------------------------------------------------------------------ file lists
@@ -235,13 +237,35 @@ class ImageFolderDataModule(ZooDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
+        """Find the files once; decode the splits `stage` needs (`test`/`predict`: the test split only)."""
+        if not self.facts:
+            self.describe(*self.find_splits())
+        wanted = ["test"] if stage in ("test", "predict") else ["train", "val", "test"]
+        if not self.splits["test"]:
+            wanted = ["val" if name == "test" else name for name in wanted]
+        self.skipped = []
+        for name in dict.fromkeys(wanted):
+            if name not in self.datasets:
+                transform = self.train_transform if name == "train" else self.eval_transform
+                self.datasets[name] = self.load(self.splits[name], transform, name)
+        self.report_skipped()
+        self.train_set, self.val_set = self.datasets.get("train"), self.datasets.get("val")
+        self.test_set = self.datasets.get("test", self.val_set)
         if self.train_set is not None:
-            return
-        class_names, splits = self.find_splits()
+            labels = [label for _, label in self.train_set.samples]
+            self.facts["class_counts"] = np.bincount(labels, minlength=self.facts["num_classes"]).tolist()
+        self.facts["split_sizes"] = {name: len(ds) for name, ds in self.datasets.items()}
+
+    def describe(self, class_names: list[str], splits: dict[str, Samples]) -> None:
+        """The facts, and the transforms built from them."""
         if len(class_names) < 2:
             raise CnnZooError(f"{self.root} has one class ({class_names[0]}); classification needs at least two")
+        for name in ("train", "val"):
+            if not splits[name]:
+                raise CnnZooError(f"the {name} split of {self.root} has no images; every class needs some")
         if not splits["test"]:
             log.warning("no test split under %s: testing on the validation split", self.root)
+        self.splits = splits
         self.facts = {
             "kind": "image",
             "num_classes": len(class_names),
@@ -255,23 +279,9 @@ class ImageFolderDataModule(ZooDataModule):
             "std": self.std,
             "resize": "bilinear",
         }
-        eval_tf = eval_transform(self.facts)  # the one predict uses too
-        train_tf = ImageTransform(self.facts, self.augment)
-        self.train_pipeline = train_tf.pipeline
-        datasets = {
-            name: self.load(samples, train_tf if name == "train" else eval_tf, name)
-            for name, samples in splits.items()
-            if samples
-        }
-        self.report_skipped()
-        for name in ("train", "val"):
-            if name not in datasets:
-                raise CnnZooError(f"the {name} split of {self.root} has no readable images")
-        self.train_set, self.val_set = datasets["train"], datasets["val"]
-        self.test_set = datasets.get("test", self.val_set)
-        counts = np.bincount([label for _, label in self.train_set.samples], minlength=len(class_names))
-        self.facts["class_counts"] = counts.tolist()
-        self.facts["split_sizes"] = {name: len(ds) for name, ds in datasets.items()}
+        self.eval_transform = eval_transform(self.facts)  # the one predict uses too
+        self.train_transform = ImageTransform(self.facts, self.augment)
+        self.train_pipeline = self.train_transform.pipeline
 
     def load(self, samples: Samples, transform: ImageTransform, split: str) -> ImageFiles:
         """Decode every file once (cache) or verify it (no cache); keep the readable ones."""
@@ -284,7 +294,9 @@ class ImageFolderDataModule(ZooDataModule):
                 f"unreadable image {path} ({reason}) and {len(bad) - 1} more in the {split} split; "
                 "remove or replace them, or set data.on_bad_file=skip"
             )
-        cache = np.stack(outputs) if self.cache and outputs else None
+        if not good:
+            raise CnnZooError(f"no image of the {split} split of {self.root} can be read")
+        cache = np.stack(outputs) if self.cache else None
         return ImageFiles(good, transform, cache)
 
     def report_skipped(self) -> None:
@@ -296,6 +308,7 @@ class ImageFolderDataModule(ZooDataModule):
         """The resolved training pipeline, in albumentations' own format (reload with `A.load(path, 'yaml')`)."""
         import albumentations as A
 
-        self.setup()
+        if not self.facts:
+            self.describe(*self.find_splits())
         run_dir.mkdir(parents=True, exist_ok=True)
         A.save(self.train_pipeline, str(run_dir / "augmentation.yaml"), data_format="yaml")
