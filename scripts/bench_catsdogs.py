@@ -46,6 +46,8 @@ class EpochTimer(L.Callback):
         self.durations.append(time.perf_counter() - self.start)
         spent = time.perf_counter() - self.began
         mean = sum(self.durations) / len(self.durations)
+        metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        print(f"epoch {trainer.current_epoch}: {self.durations[-1]:.0f}s {metrics}", flush=True)
         if spent + mean > self.budget_s:
             trainer.should_stop = True
             print(f"time budget: stopping after epoch {len(self.durations)} ({spent / 60:.1f} min spent)", flush=True)
