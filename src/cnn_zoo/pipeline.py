@@ -38,6 +38,8 @@ def build_datamodule(cfg: DictConfig) -> ZooDataModule:
     datamodule = instantiate(cfg.data, "data")
     datamodule.prepare_data()
     datamodule.setup("fit")
+    # the resolved data config travels with the facts, so `evaluate` can rebuild the test data from a checkpoint
+    datamodule.facts.setdefault("datamodule", to_plain(cfg.data))
     log.info("classes: %s", dict(enumerate(datamodule.facts["class_names"])))
     return datamodule
 

@@ -1,0 +1,130 @@
+"""Benchmark: the notes' small CNN on the real cats_and_dogs_small, from scratch and with augmentation + dropout.
+
+    CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_catsdogs.py \
+        [--experiments catsdogs_scratch catsdogs_aug] [--epochs 30 100] [--image-size 180] [--budget-min 60]
+
+Each experiment goes through the normal train pipeline (`experiment=<name>`), with `tta=hflip` so the test
+reports plain and TTA accuracy side by side. `--budget-min` stops training (cleanly, then tests the best
+checkpoint) when an experiment's share of the wall-clock budget is spent, so the script ends on time on a busy
+CPU. Prints a markdown table and writes it with the raw figures to outputs/benchmarks/catsdogs.{md,json}.
+Targets: scratch >= 75%, catsdogs_aug >= 85% test accuracy; TTA >= plain. The notes: 72.6% and 75%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from cnn_zoo.config import compose_train_config
+from cnn_zoo.train import train
+
+TARGETS = {"catsdogs_scratch": 0.75, "catsdogs_aug": 0.85}
+NOTES = {"catsdogs_scratch": 0.726, "catsdogs_aug": 0.75}
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch (its validation included), and a stop when the time budget is spent."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.durations: list[float] = []
+        self.began = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.durations.append(time.perf_counter() - self.start)
+        spent = time.perf_counter() - self.began
+        mean = sum(self.durations) / len(self.durations)
+        metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        print(f"epoch {trainer.current_epoch}: {self.durations[-1]:.0f}s {metrics}", flush=True)
+        if spent + mean > self.budget_s:
+            trainer.should_stop = True
+            print(f"time budget: stopping after epoch {len(self.durations)} ({spent / 60:.1f} min spent)", flush=True)
+
+
+def run(experiment: str, epochs: int, image_size: int, budget_s: float, out: Path, extra: list[str]) -> dict:
+    run_dir = out / f"{experiment}_{image_size}px_{datetime.now():%Y%m%d_%H%M%S}"
+    cfg = compose_train_config(
+        [
+            f"experiment={experiment}",
+            f"trainer.max_epochs={epochs}",
+            f"data.image_size={image_size}",
+            "tta=hflip",
+            "trainer.accelerator=cpu",
+            "callbacks.rich_progress_bar=null",
+            "+trainer.enable_progress_bar=false",
+            "logger=csv",
+            *extra,
+        ],
+        run_dir,
+    )
+    timer = EpochTimer(budget_s)
+    started = time.perf_counter()
+    metrics = train(cfg, extra_callbacks=[timer])
+    return {
+        "experiment": experiment,
+        "image_size": image_size,
+        "epochs": len(timer.durations),
+        "max_epochs": epochs,
+        "sec_per_epoch": sum(timer.durations) / max(1, len(timer.durations)),
+        "total_min": (time.perf_counter() - started) / 60,
+        "test_acc": metrics.get("test/acc"),
+        "test_acc_tta": metrics.get("test/acc_tta"),
+        "test_auroc": metrics.get("test/auroc"),
+        "val_acc_best": metrics.get("val/acc_best"),
+        "target": TARGETS.get(experiment),
+        "notes": NOTES.get(experiment),
+        "run_dir": str(run_dir),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    lines = [
+        f"cats_and_dogs_small benchmark ({datetime.now():%Y-%m-%d %H:%M}, {machine})",
+        "",
+        "| experiment | px | epochs (max) | s/epoch | test acc | test acc TTA (hflip) | notes | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        met = "yes" if r["target"] and r["test_acc"] >= r["target"] else "no"
+        lines.append(
+            f"| {r['experiment']} | {r['image_size']} | {r['epochs']} ({r['max_epochs']}) | {r['sec_per_epoch']:.0f} "
+            f"| {r['test_acc']:.4f} | {r['test_acc_tta']:.4f} | {r['notes']} | {r['target']} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", nargs="+", default=list(TARGETS))
+    parser.add_argument("--epochs", nargs="+", type=int, default=[30, 100], help="max epochs, one per experiment")
+    parser.add_argument("--image-size", type=int, default=180)
+    parser.add_argument("--budget-min", nargs="+", type=float, default=[600.0], help="minutes, one per experiment")
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment")
+    args = parser.parse_args()
+    epochs = args.epochs * len(args.experiments) if len(args.epochs) == 1 else args.epochs
+    budgets = args.budget_min * len(args.experiments) if len(args.budget_min) == 1 else args.budget_min
+    rows = []
+    for experiment, max_epochs, budget in zip(args.experiments, epochs, budgets, strict=True):
+        rows.append(run(experiment, max_epochs, args.image_size, budget * 60, args.out, args.overrides))
+        print(table(rows), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "catsdogs.md").write_text(table(rows) + "\n")
+    (args.out / "catsdogs.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Image classification from a folder tree with one sub-folder per class (Keras' `flow_from_directory`).
+
+Two layouts:
+- `<root>/{train,validation,test}/<class>/*.jpg` (the course's cats_and_dogs_small);
+- `<root>/<class>/*.jpg`, split per class with a seed by `validation_split` (and `test_split`).
+
+Class names map to indices in sorted order. Every file is decoded and resized once at setup (cached as one
+uint8 array when `cache=true`, so epochs are compute-bound); unreadable files are reported in one warning and
+skipped, or are fatal with `on_bad_file=error`. Augmentation (albumentations) touches the training split only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from cnn_zoo.config import to_plain
+from cnn_zoo.data.base import ZooDataModule, resolve_dir
+from cnn_zoo.data.transforms import (
+    ImageTransform,
+    augmentation_transforms,
+    eval_transform,
+    image_size_pair,
+    is_image_file,
+    normalization_stats,
+)
+from cnn_zoo.errors import CnnZooError
+
+log = logging.getLogger(__name__)
+
+Samples = list[tuple[Path, int]]
+
+
+def class_folders(folder: Path) -> list[str]:
+    """Sub-folders holding at least one image, sorted: their order is the class index order."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        child.name
+        for child in folder.iterdir()
+        if child.is_dir() and not child.name.startswith(".") and any(map(is_image_file, child.rglob("*")))
+    )
+
+
+def list_samples(folder: Path, class_names: Sequence[str]) -> Samples:
+    """(path, class index) for every image under `folder/<class>/`, in a stable order."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [name for name in class_folders(folder) if name not in index]
+    if unknown:
+        raise CnnZooError(
+            f"{folder} has class folders {unknown} that the training folder lacks (classes: {list(class_names)}); "
+            "every split needs the same class sub-folders"
+        )
+    samples = []
+    for name in class_names:
+        files = sorted(p for p in (folder / name).rglob("*") if is_image_file(p)) if (folder / name).is_dir() else []
+        samples += [(path, index[name]) for path in files]
+    return samples
+
+
+def split_samples(samples: Samples, fractions: Sequence[float], seed: int) -> list[Samples]:
+    """Per class, a seeded shuffle cut into [rest, *fractions]: stratified and disjoint by construction."""
+    rng = np.random.default_rng(seed)
+    parts: list[Samples] = [[] for _ in range(len(fractions) + 1)]
+    for label in sorted({label for _, label in samples}):
+        members = [s for s in samples if s[1] == label]
+        order = rng.permutation(len(members))
+        counts = [round(len(members) * f) for f in fractions]
+        start = len(members) - sum(counts)
+        cuts = [0, start]
+        for count in counts:
+            cuts.append(cuts[-1] + count)
+        for part, (low, high) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+            parts[part] += [members[i] for i in order[low:high]]
+    return parts
+
+
+def check_file(path: Path) -> None:
+    """The cheap check for uncached data: header parse and structural verify, no full decode."""
+    with Image.open(path) as image:
+        image.verify()
+
+
+def scan(
+    samples: Samples, work: Callable[[Path], Any], workers: int
+) -> tuple[Samples, list[Any], list[tuple[Path, str]]]:
+    """Run `work` on every file (threads: PIL releases the GIL while decoding); split out the failures."""
+
+    def attempt(path: Path) -> tuple[Any, str | None]:
+        try:
+            return work(path), None
+        except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
+            return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(attempt, [path for path, _ in samples]))
+    good, outputs, bad = [], [], []
+    for sample, (output, error) in zip(samples, results, strict=True):
+        if error is None:
+            good.append(sample)
+            outputs.append(output)
+        else:
+            bad.append((sample[0], error))
+    return good, outputs, bad
+
+
+class ImageFiles(Dataset):
+    """(image tensor, class index) pairs; images come from the cache or are decoded on access."""
+
+    def __init__(self, samples: Samples, transform: ImageTransform, cache: np.ndarray | None = None) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.cache = cache
+        self.failed: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image(self, index: int) -> np.ndarray:
+        if self.cache is not None:
+            return self.cache[index]
+        # A file that passed the setup check may still fail to decode (truncated data): use a neighbour
+        # rather than kill the epoch, and say so once per file.
+        for offset in range(len(self.samples)):
+            candidate = (index + offset) % len(self.samples)
+            if candidate in self.failed:
+                continue
+            try:
+                return self.transform.decode(self.samples[candidate][0])
+            except Exception as err:
+                self.failed.add(candidate)
+                log.warning("skipping unreadable image %s (%s)", self.samples[candidate][0], err)
+        raise CnnZooError("no image of this split can be decoded")
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.image(index)), self.samples[index][1]
+
+
+class ImageFolderDataModule(ZooDataModule):
+    """Folder-per-class images, resized to `image_size`, normalised by `rescale` ([0,1]) or `imagenet` mean/std."""
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        folder: str = "cats_and_dogs_small",
+        image_size: int | list[int] = 180,
+        normalization: str = "rescale",
+        augmentation: dict[str, Any] | None = None,
+        validation_split: float = 0.0,
+        test_split: float = 0.0,
+        seed: int = 42,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        cache: bool = True,
+        on_bad_file: str = "skip",
+        split_dirs: dict[str, str] | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        self.root = resolve_dir(data_dir) / folder
+        self.image_size = image_size_pair(image_size)
+        self.normalization = normalization
+        self.mean, self.std = normalization_stats(normalization)
+        for name, value in (("validation_split", validation_split), ("test_split", test_split)):
+            if not 0.0 <= float(value) < 1.0:
+                raise CnnZooError(f"data.{name} must be in [0, 1), got {value!r}")
+        if float(validation_split) + float(test_split) >= 1.0:
+            raise CnnZooError("data.validation_split + data.test_split must leave files for training (sum < 1)")
+        self.validation_split = float(validation_split)
+        self.test_split = float(test_split)
+        self.seed = int(seed)
+        self.cache = bool(cache)
+        if on_bad_file not in ("skip", "error"):
+            raise CnnZooError(f"data.on_bad_file must be 'skip' or 'error', got {on_bad_file!r}")
+        self.on_bad_file = on_bad_file
+        self.split_dirs = {"train": "train", "val": "validation", "test": "test", **(to_plain(split_dirs) or {})}
+        self.augment = augmentation_transforms(to_plain(augmentation))
+        self.train_pipeline = None
+        self.splits: dict[str, Samples] = {}
+        self.datasets: dict[str, ImageFiles] = {}
+        self.skipped: list[tuple[Path, str]] = []
+
+    # ------------------------------------------------------------------ file lists
+    def find_splits(self) -> tuple[list[str], dict[str, Samples]]:
+        """Class names and the (path, label) lists of train/val/test, from either layout."""
+        root = self.root
+        if not root.is_dir():
+            raise CnnZooError(
+                f"image folder not found: {root}. Set CNN_ZOO_DATA_DIR (or data.data_dir) and data.folder so that "
+                f"<data_dir>/<folder> holds one sub-folder per class, or train/ validation/ test/ folders of them"
+            )
+        train_dir = root / self.split_dirs["train"]
+        if train_dir.is_dir():
+            return self.folder_layout(train_dir)
+        class_names = class_folders(root)
+        if not class_names:
+            raise CnnZooError(
+                f"no class sub-folders with images in {root}: expected {root}/<class>/<image>.jpg "
+                f"(or {root}/{self.split_dirs['train']}/<class>/...); image types: jpg, png, bmp, gif, webp, tif"
+            )
+        if self.validation_split <= 0:
+            raise CnnZooError(
+                f"{root} is one folder of classes without train/validation folders: set data.validation_split "
+                "(e.g. 0.25) to hold out validation images"
+            )
+        samples = list_samples(root, class_names)
+        fractions = [self.validation_split] + ([self.test_split] if self.test_split > 0 else [])
+        parts = split_samples(samples, fractions, self.seed)
+        splits = {"train": parts[0], "val": parts[1], "test": parts[2] if self.test_split > 0 else []}
+        return class_names, splits
+
+    def folder_layout(self, train_dir: Path) -> tuple[list[str], dict[str, Samples]]:
+        class_names = class_folders(train_dir)
+        if not class_names:
+            raise CnnZooError(f"no class sub-folders with images in {train_dir}: expected {train_dir}/<class>/*.jpg")
+        train = list_samples(train_dir, class_names)
+        val_dir, test_dir = self.root / self.split_dirs["val"], self.root / self.split_dirs["test"]
+        if val_dir.is_dir():
+            val = list_samples(val_dir, class_names)
+        elif self.validation_split > 0:
+            train, val = split_samples(train, [self.validation_split], self.seed)
+        else:
+            raise CnnZooError(
+                f"{val_dir} not found: add that folder of class sub-folders, name it with "
+                "data.split_dirs.val, or hold out part of the training images with data.validation_split=0.2"
+            )
+        test = list_samples(test_dir, class_names) if test_dir.is_dir() else []
+        return class_names, {"train": train, "val": val, "test": test}
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Find the files once; decode the splits `stage` needs (`test`/`predict`: the test split only)."""
+        if not self.facts:
+            self.describe(*self.find_splits())
+        wanted = ["test"] if stage in ("test", "predict") else ["train", "val", "test"]
+        if not self.splits["test"]:
+            wanted = ["val" if name == "test" else name for name in wanted]
+        self.skipped = []
+        for name in dict.fromkeys(wanted):
+            if name not in self.datasets:
+                transform = self.train_transform if name == "train" else self.eval_transform
+                self.datasets[name] = self.load(self.splits[name], transform, name)
+        self.report_skipped()
+        self.train_set, self.val_set = self.datasets.get("train"), self.datasets.get("val")
+        self.test_set = self.datasets.get("test", self.val_set)
+        if self.train_set is not None:
+            labels = [label for _, label in self.train_set.samples]
+            self.facts["class_counts"] = np.bincount(labels, minlength=self.facts["num_classes"]).tolist()
+        self.facts["split_sizes"] = {name: len(ds) for name, ds in self.datasets.items()}
+
+    def describe(self, class_names: list[str], splits: dict[str, Samples]) -> None:
+        """The facts, and the transforms built from them."""
+        if len(class_names) < 2:
+            raise CnnZooError(f"{self.root} has one class ({class_names[0]}); classification needs at least two")
+        for name in ("train", "val"):
+            if not splits[name]:
+                raise CnnZooError(f"the {name} split of {self.root} has no images; every class needs some")
+        if not splits["test"]:
+            log.warning("no test split under %s: testing on the validation split", self.root)
+        self.splits = splits
+        self.facts = {
+            "kind": "image",
+            "num_classes": len(class_names),
+            "class_names": class_names,
+            "in_channels": 3,
+            "input_size": self.image_size,
+            "input_shape": [3, *self.image_size],
+            "input_dtype": "float32",
+            "normalization": self.normalization,
+            "mean": self.mean,
+            "std": self.std,
+            "resize": "bilinear",
+        }
+        self.eval_transform = eval_transform(self.facts)  # the one predict uses too
+        self.train_transform = ImageTransform(self.facts, self.augment)
+        self.train_pipeline = self.train_transform.pipeline
+
+    def load(self, samples: Samples, transform: ImageTransform, split: str) -> ImageFiles:
+        """Decode every file once (cache) or verify it (no cache); keep the readable ones."""
+        work = transform.decode if self.cache else check_file
+        good, outputs, bad = scan(samples, work, self.num_workers or 1)
+        self.skipped += bad
+        if bad and self.on_bad_file == "error":
+            path, reason = bad[0]
+            raise CnnZooError(
+                f"unreadable image {path} ({reason}) and {len(bad) - 1} more in the {split} split; "
+                "remove or replace them, or set data.on_bad_file=skip"
+            )
+        if not good:
+            raise CnnZooError(f"no image of the {split} split of {self.root} can be read")
+        cache = np.stack(outputs) if self.cache else None
+        return ImageFiles(good, transform, cache)
+
+    def report_skipped(self) -> None:
+        if self.skipped:
+            listing = "; ".join(f"{path} ({reason})" for path, reason in self.skipped)
+            log.warning("skipped %d unreadable image file(s): %s", len(self.skipped), listing)
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        """The resolved training pipeline, in albumentations' own format (reload with `A.load(path, 'yaml')`)."""
+        import albumentations as A
+
+        if not self.facts:
+            self.describe(*self.find_splits())
+        run_dir.mkdir(parents=True, exist_ok=True)
+        A.save(self.train_pipeline, str(run_dir / "augmentation.yaml"), data_format="yaml")

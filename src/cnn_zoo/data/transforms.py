@@ -1,0 +1,138 @@
+"""Image preprocessing shared by training, evaluation and prediction.
+
+Two halves, so a small dataset can be decoded once and cached:
+- `decode_image`: file -> RGB (or grayscale) uint8 array at the model's input size;
+- `build_transform`: the per-sample albumentations pipeline (training augmentation, then normalisation, then a
+  CHW tensor). The evaluation pipeline is built from the data facts alone (`eval_transform`), so `predict` uses
+  exactly the code path of the datamodule's validation and test sets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call at import
+
+import albumentations as A  # noqa: E402
+import hydra.utils  # noqa: E402
+import numpy as np  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+
+from cnn_zoo.errors import CnnZooError  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+NORMALIZATIONS = {
+    "rescale": ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),  # x / 255, as Keras' Rescaling(1/255) in the notes
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),  # what ImageNet-pretrained networks expect
+}
+
+
+def image_size_pair(value: int | list[int] | tuple[int, ...]) -> list[int]:
+    """`180` or `[180, 180]` -> `[height, width]`."""
+    if isinstance(value, int | str):
+        value = [value, value]
+    try:
+        size = [int(v) for v in value]
+    except (TypeError, ValueError):
+        size = []
+    if len(size) != 2 or min(size) < 8:
+        raise CnnZooError(f"data.image_size must be an integer >= 8 or [height, width], got {value!r}")
+    return size
+
+
+def normalization_stats(name: str) -> tuple[list[float], list[float]]:
+    if name not in NORMALIZATIONS:
+        raise CnnZooError(f"data.normalization must be one of {sorted(NORMALIZATIONS)}, got {name!r}")
+    mean, std = NORMALIZATIONS[name]
+    return list(mean), list(std)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def decode_image(path: str | Path, size: list[int], channels: int = 3) -> np.ndarray:
+    """Read `path` as an (H, W, C) uint8 array resized to `size` (aspect ratio not kept, as Keras' loaders).
+
+    Grayscale, RGBA, CMYK and palette images become RGB (or L for one channel). JPEG decoding is scaled down
+    by the decoder when the file is much larger than `size` (`draft`), which is the expensive part.
+    Raises `OSError`/`ValueError` family errors for unreadable files; callers decide what to do with them.
+    """
+    height, width = size
+    with Image.open(path) as image:
+        image.draft("RGB" if channels == 3 else "L", (width, height))
+        image = ImageOps.exif_transpose(image)
+        if image.mode == "P" or (image.mode == "LA" and channels == 3):
+            image = image.convert("RGBA")
+        image = image.convert("RGB" if channels == 3 else "L")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def instantiate_transform(config: dict[str, Any]) -> A.BasicTransform:
+    """One albumentations transform from `{_target_: albumentations.X, ...}` (nested `transforms` allowed)."""
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise CnnZooError(
+            f"augmentation.transforms entries need a _target_ (e.g. albumentations.HorizontalFlip), got {config!r}"
+        )
+    config = dict(config)
+    if "transforms" in config:  # OneOf / SomeOf / Sequential
+        config["transforms"] = [instantiate_transform(child) for child in config["transforms"]]
+    try:
+        transform = hydra.utils.instantiate(config, _convert_="all")
+    except Exception as err:
+        cause = err.__cause__ or err
+        raise CnnZooError(f"bad augmentation transform {config['_target_']}: {str(cause).splitlines()[0]}") from err
+    if not isinstance(transform, A.BasicTransform | A.BaseCompose):
+        raise CnnZooError(f"augmentation transform {config['_target_']} is not an albumentations transform")
+    return transform
+
+
+def augmentation_transforms(augmentation: dict[str, Any] | None) -> list[A.BasicTransform]:
+    """The training-only transforms of an `augmentation` config group (`transforms: [...]`; null = none)."""
+    if not augmentation:
+        return []
+    unknown = set(augmentation) - {"transforms"}
+    if unknown:
+        raise CnnZooError(f"augmentation config accepts only a 'transforms' list, got keys {sorted(unknown)}")
+    entries = augmentation.get("transforms") or []
+    if not isinstance(entries, list):
+        raise CnnZooError(f"augmentation.transforms must be a list of transforms, got {entries!r}")
+    return [instantiate_transform(entry) for entry in entries]
+
+
+def build_transform(mean: list[float], std: list[float], augment: list[A.BasicTransform] = ()) -> A.Compose:
+    """`augment` on the uint8 image, then (x/255 - mean)/std and HWC -> CHW float tensor."""
+    return A.Compose([*augment, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
+
+
+class ImageTransform:
+    """Decode (file -> resized uint8 array) and per-sample pipeline (array -> tensor), from the data facts."""
+
+    def __init__(self, facts: dict[str, Any], augment: list[A.BasicTransform] = ()) -> None:
+        self.size = image_size_pair(facts["input_size"])
+        self.channels = int(facts.get("in_channels", 3))
+        self.pipeline = build_transform(list(facts["mean"]), list(facts["std"]), augment)
+
+    def decode(self, path: str | Path) -> np.ndarray:
+        return decode_image(path, self.size, self.channels)
+
+    def __call__(self, array: np.ndarray) -> Any:
+        return self.pipeline(image=array)["image"]
+
+
+def eval_transform(facts: dict[str, Any]) -> ImageTransform:
+    """The validation / test / predict preprocessing: everything it needs is in the facts of a checkpoint."""
+    missing = [key for key in ("input_size", "mean", "std") if key not in facts]
+    if missing or facts.get("kind") != "image":
+        raise CnnZooError(
+            f"these data facts do not describe images (kind={facts.get('kind')!r}, missing {missing}); "
+            "image prediction needs a checkpoint trained on an image datamodule"
+        )
+    return ImageTransform(facts)

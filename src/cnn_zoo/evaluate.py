@@ -1,0 +1,102 @@
+"""`python -m cnn_zoo.evaluate ckpt_path=... [tta=hflip] [data=...]`: test a checkpoint without training.
+
+Writes `metrics.json` (plain and, with TTA, `*_tta` metrics side by side), `confusion_matrix.json` and
+`confusion_matrix.png` to the run folder. The data is the one the checkpoint was trained on unless `data=`
+names another; the preprocessing (image size, normalisation) always follows the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from cnn_zoo.config import CONFIG_DIR, to_plain
+from cnn_zoo.errors import user_errors
+from cnn_zoo.inference import datamodule_for, inference_trainer, load_classifier
+from cnn_zoo.pipeline import scalar_metrics, write_json
+
+log = logging.getLogger(__name__)
+
+
+class TargetCollector(L.Callback):
+    """Keeps the targets of the batches `trainer.predict` sees, to pair them with its predictions."""
+
+    def __init__(self) -> None:
+        self.targets: list[torch.Tensor] = []
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.targets.append(batch[1].cpu())
+
+
+def confusion_matrix(probabilities: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> torch.Tensor:
+    metric = MulticlassConfusionMatrix(num_classes=len(class_names))
+    return metric(probabilities.argmax(dim=1), targets)
+
+
+def save_confusion_matrix(matrix: torch.Tensor, class_names: list[str], title: str, output_dir: Path) -> Path:
+    """The counts as JSON and as an image (torchmetrics' own plot, Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    write_json(output_dir, "confusion_matrix.json", {"class_names": class_names, "matrix": matrix.tolist()})
+    metric = MulticlassConfusionMatrix(num_classes=len(class_names))
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    metric.plot(val=matrix, ax=ax, labels=class_names)
+    ax.set_title(title)
+    path = output_dir / "confusion_matrix.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test `cfg.ckpt_path` on its data; returns the metrics written to `<run>/metrics.json`."""
+    L.seed_everything(cfg.seed, workers=True)
+    model = load_classifier(cfg.ckpt_path, to_plain(cfg.get("tta")) or None)
+    facts = model.hparams.data
+    datamodule = datamodule_for(facts, cfg.get("data"))
+    log.info("classes: %s", dict(enumerate(facts["class_names"])))
+    output_dir = Path(cfg.paths.output_dir)
+    collector = TargetCollector()
+    trainer = inference_trainer(cfg, extra_callbacks=[collector])
+    trainer.test(model, dataloaders=datamodule.test_dataloader())
+    metrics = scalar_metrics(trainer.callback_metrics)
+    probabilities = torch.cat(trainer.predict(model, dataloaders=datamodule.test_dataloader()))
+    matrix = confusion_matrix(probabilities, torch.cat(collector.targets), list(facts["class_names"]))
+    views = model.tta.view_names
+    title = f"test, TTA {'+'.join(views)}" if views else "test"
+    image = save_confusion_matrix(matrix, list(facts["class_names"]), title, output_dir)
+    write_json(output_dir, "metrics.json", metrics)
+    log.info("metrics: %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    log.info("confusion matrix (rows: true, columns: predicted): %s -> %s", matrix.tolist(), image)
+    log.info("run folder: %s", output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

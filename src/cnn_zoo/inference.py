@@ -1,0 +1,92 @@
+"""What `evaluate` and `predict` share: a classifier from a checkpoint, its data, image files, a trainer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, open_dict
+
+from cnn_zoo.classifier import Classifier
+from cnn_zoo.config import to_plain
+from cnn_zoo.data.base import ZooDataModule
+from cnn_zoo.data.transforms import is_image_file
+from cnn_zoo.errors import CnnZooError
+from cnn_zoo.pipeline import build_trainer, instantiate
+
+log = logging.getLogger(__name__)
+
+# data config keys that must follow the checkpoint when `data=` rebuilds the datamodule from config
+PREPROCESSING_KEYS = {"image_size": "input_size", "normalization": "normalization"}
+
+
+def load_classifier(ckpt_path: str | Path | None, tta: dict[str, Any] | None = None) -> Classifier:
+    """The Classifier saved in `ckpt_path`, on CPU, with the test-time augmentation asked for now."""
+    if not ckpt_path:
+        raise CnnZooError("ckpt_path is required: ckpt_path=outputs/runs/<run>/checkpoints/<name>.ckpt")
+    path = Path(str(ckpt_path)).expanduser().resolve()
+    if not path.is_file():
+        raise CnnZooError(f"checkpoint not found: {path}; pass ckpt_path=<run folder>/checkpoints/<name>.ckpt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CnnZooError(f"cannot read checkpoint {path}: {str(err).splitlines()[0][:200]}") from err
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not hparams or "data" not in hparams or "net" not in hparams:
+        raise CnnZooError(f"{path} is not a cnn_zoo checkpoint (no network config and data facts inside)")
+    model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, tta=tta)
+    model.eval()
+    return model
+
+
+def datamodule_for(facts: dict[str, Any], data_cfg: DictConfig | None) -> ZooDataModule:
+    """The data a checkpoint was trained on (its facts), or the one `data_cfg` names, preprocessed as trained.
+
+    With `data_cfg`, the image size and normalisation still come from the checkpoint: the network only
+    understands inputs prepared the way it was trained.
+    """
+    if data_cfg is None:
+        config = facts.get("datamodule")
+        if not config:
+            raise CnnZooError("this checkpoint does not record its data config; name one with data=<option>")
+    else:
+        config = to_plain(data_cfg)
+    config = dict(config)
+    for key, fact in PREPROCESSING_KEYS.items():
+        if key in config and fact in facts:
+            config[key] = facts[fact]
+    datamodule = instantiate(config, "data")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if list(datamodule.facts["class_names"]) != list(facts["class_names"]):
+        raise CnnZooError(
+            f"the data's classes {datamodule.facts['class_names']} differ from the checkpoint's "
+            f"{facts['class_names']}; evaluate on data with the same class folders"
+        )
+    return datamodule
+
+
+def image_files(input_path: str | Path | None) -> list[Path]:
+    """`input_path` itself when it is a file, else every image file under the folder (recursive, sorted)."""
+    if not input_path:
+        raise CnnZooError("input is required: input=<image file or folder of images>")
+    path = Path(str(input_path)).expanduser().resolve()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CnnZooError(f"input not found: {path}; pass input=<image file or folder of images>")
+    files = sorted(p for p in path.rglob("*") if is_image_file(p))
+    if not files:
+        raise CnnZooError(f"no image files (jpg, png, bmp, gif, webp, tif) under {path}")
+    return files
+
+
+def inference_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """A trainer from the `trainer` group that saves no checkpoint: evaluate and predict write their own files."""
+    with open_dict(cfg):
+        cfg.trainer.enable_checkpointing = False
+    return build_trainer(cfg, extra_callbacks)
