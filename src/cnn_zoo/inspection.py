@@ -10,6 +10,7 @@ on ranks other than zero, or for data it cannot draw (a text grid without a voca
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -47,7 +48,9 @@ def log_run_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, floa
     if logger is None or not metrics:
         return
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    final = {k: v for k, v in metrics.items() if not k.endswith("_step")}
+    # Lightning also writes these as scalars: under `final/` they are single points that leave the
+    # per-epoch curves (and the report read from them) untouched.
+    final = {f"final/{k}": v for k, v in metrics.items() if not k.endswith("_step")}
     logger.log_hyperparams(params, metrics=final, step=trainer.global_step)
     logger.experiment.flush()
 
@@ -110,7 +113,8 @@ class ConfusionMatrixImage(L.Callback):
             side = max(4.0, 0.6 * len(names) + 2)
             fig = Figure(figsize=(side, side), layout="constrained")
             _, ax = self.matrix.plot(val=value.cpu(), ax=fig.add_subplot(), labels=names)
-            ax.set_title(f"test confusion matrix (epoch {trainer.current_epoch})")
+            tested = Path(trainer.ckpt_path).name if trainer.ckpt_path else "final weights"
+            ax.set_title(f"test set confusion matrix ({tested})")
             logger.experiment.add_figure("test/confusion_matrix", fig, global_step=trainer.global_step, close=True)
         self.matrix = None
 

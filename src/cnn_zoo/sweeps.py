@@ -106,8 +106,9 @@ def summary_markdown(
     jobs: list[dict[str, Any]], title: str, metric: str | None = None, direction: str | None = None
 ) -> str:
     """Varying overrides and the val/test metrics per job; overrides shared by every job listed once above."""
-    override_keys = sorted({k for j in jobs for k in j["overrides"]})
-    values = {k: {j["overrides"].get(k) for j in jobs} for k in override_keys}
+    known = [j for j in jobs if j["overrides"]]  # an interrupted job may not have written its overrides
+    override_keys = sorted({k for j in known for k in j["overrides"]})
+    values = {k: {j["overrides"].get(k) for j in known} for k in override_keys}
     common = [f"`{k}={next(iter(v))}`" for k, v in values.items() if len(v) == 1 and None not in v]
     varying = [k for k, v in values.items() if len(v) > 1 or None in v]
     metric_keys = sorted({k for j in jobs for k in j["metrics"] if k.startswith(SUMMARY_METRICS)})

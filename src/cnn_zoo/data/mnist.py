@@ -25,11 +25,7 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 def missing_raw_files(raw_dir: Path) -> list[str]:
     """IDX files absent from `raw_dir` (the gzipped originals count: torchvision unpacks them)."""
-    return [
-        name
-        for name in RAW_FILES
-        if not (raw_dir / name).is_file() and not (raw_dir / f"{name}.gz").is_file()
-    ]
+    return [name for name in RAW_FILES if not (raw_dir / name).is_file() and not (raw_dir / f"{name}.gz").is_file()]
 
 
 class MNISTDataModule(ZooDataModule):
@@ -125,9 +121,7 @@ class MNISTDataModule(ZooDataModule):
         x = images.float().div_(255.0).sub_(mean).div_(std).unsqueeze(1)
         return x, labels
 
-    def per_class_subset(
-        self, x: torch.Tensor, y: torch.Tensor, per_class: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_class_subset(self, x: torch.Tensor, y: torch.Tensor, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `per_class` images of each class after a seeded shuffle: few-label experiments."""
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed))
         chosen = torch.cat([order[y[order] == c][:per_class] for c in range(len(self.digits))])

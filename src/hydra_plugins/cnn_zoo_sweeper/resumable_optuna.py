@@ -8,6 +8,8 @@ from typing import Any
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
+from cnn_zoo.errors import CnnZooError
+
 log = logging.getLogger(__name__)
 
 
@@ -21,14 +23,14 @@ class ResumableOptunaSweeper(OptunaSweeper):
     """
 
     def sweep(self, arguments: list[str]) -> None:
+        import optuna  # here, not at the top: Hydra imports every plugin module at each start
+
         impl = self.sweeper
         storage = impl.storage
         if isinstance(storage, str) and storage.startswith("sqlite:///"):
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         study = self.stored_study()
         if study is not None:
-            import optuna  # here, not at the top: Hydra imports every plugin module at each start
-
             for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 log.warning("trial %d was interrupted: recording it as failed", trial.number)
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
@@ -36,7 +38,16 @@ class ResumableOptunaSweeper(OptunaSweeper):
             impl.job_idx = done
             impl.n_trials = max(0, impl.n_trials - done)
             log.info("resuming study %r: %d trials stored, %d to run", study.study_name, done, impl.n_trials)
-        return impl.sweep(arguments)
+        try:
+            return impl.sweep(arguments)
+        except ValueError as err:  # the stock sweeper asks for the best trial even when none completed
+            study = self.stored_study()
+            if study is None or any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+                raise
+            raise CnnZooError(
+                f"no trial of study {study.study_name!r} completed; their errors are in "
+                f"{Path(impl.config.hydra.sweep.dir) / 'summary.md'} and each job's log"
+            ) from err
 
     def stored_study(self) -> Any:
         import optuna
