@@ -91,6 +91,7 @@ class ConfusionMatrixImage(L.Callback):
     def __init__(self, normalize: str | None = None) -> None:
         self.normalize = normalize  # None (counts) | "true" | "pred" | "all", as torchmetrics
         self.matrix: ConfusionMatrix | None = None
+        self.last: Tensor | None = None  # the last matrix computed, rows = true class
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         num_classes = len(class_names(pl_module))
@@ -107,12 +108,13 @@ class ConfusionMatrixImage(L.Callback):
         if self.matrix is None or not self.matrix.update_called:
             return
         value = self.matrix.compute()  # every rank: the states are gathered across processes
+        self.last = value.cpu()
         logger = tensorboard_logger(trainer)
         if logger is not None:
             names = class_names(pl_module)
             side = max(4.0, 0.6 * len(names) + 2)
             fig = Figure(figsize=(side, side), layout="constrained")
-            _, ax = self.matrix.plot(val=value.cpu(), ax=fig.add_subplot(), labels=names)
+            _, ax = self.matrix.plot(val=self.last, ax=fig.add_subplot(), labels=names)
             tested = Path(trainer.ckpt_path).name if trainer.ckpt_path else "final weights"
             ax.set_title(f"test set confusion matrix ({tested})")
             logger.experiment.add_figure("test/confusion_matrix", fig, global_step=trainer.global_step, close=True)
