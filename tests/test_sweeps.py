@@ -129,3 +129,18 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
     assert (sweep / "0" / "job.json").read_text() == job0  # ...and the first ones were not overwritten
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["job"] for r in rows] == ["0", "1", "3"]  # trial 2 died before Hydra made its folder
+
+
+def test_slurm_launcher_config_composes_where_the_plugin_is_installed() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional `slurm` extra is not installed")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnn_zoo.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
