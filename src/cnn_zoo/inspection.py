@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 from torchmetrics import ConfusionMatrix
 from torchvision.utils import make_grid
@@ -47,7 +48,11 @@ def log_run_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, floa
     logger = tensorboard_logger(trainer)
     if logger is None or not metrics:
         return
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as err:  # an unused, unresolvable value must not fail a finished run
+        log.warning("hyperparameters not logged to TensorBoard: %s", err)
+        return
     # Lightning also writes these as scalars: under `final/` they are single points that leave the
     # per-epoch curves (and the report read from them) untouched.
     final = {f"final/{k}": v for k, v in metrics.items() if not k.endswith("_step")}

@@ -38,11 +38,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(trainer.callback_metrics)
     result = scalar_metrics(metrics)
-    log_run_hparams(trainer, cfg, result)
     if trainer.is_global_zero:
         path = write_json(cfg.paths.output_dir, "metrics.json", result)
         log.info("metrics: %s", {k: round(v, 4) for k, v in result.items() if k.startswith(("test/", "val/"))})
         log.info("run folder: %s", path.parent)
+    log_run_hparams(trainer, cfg, result)  # TensorBoard's HParams tab: this config beside these metrics
     return result
 
 
