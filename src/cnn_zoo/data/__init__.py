@@ -1,1 +1,0 @@
-"""LightningDataModules: each one reports the facts (classes, input shape, preprocessing) a model needs."""
