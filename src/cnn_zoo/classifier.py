@@ -128,7 +128,8 @@ class Classifier(L.LightningModule):
         self.val_acc_best.update(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Returns the batch's probabilities and targets for the inspection callbacks (confusion matrix, errors)."""
         loss, probs, y = self.shared_step(batch)
         self.test_metrics.update(probs, y)
         self.log("test/loss", loss, on_epoch=True, sync_dist=True)
@@ -136,6 +137,7 @@ class Classifier(L.LightningModule):
         if self.tta.active:
             self.test_tta_metrics.update(self.tta(self.view_probabilities, batch[0]), y)
             self.log_dict(self.test_tta_metrics, on_epoch=True)
+        return {"probs": probs.detach(), "target": y}
 
     def view_probabilities(self, x: Tensor) -> Tensor:
         return self.probabilities(self(x))

@@ -9,10 +9,13 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnn_zoo.config import CONFIG_DIR
-from cnn_zoo.errors import user_errors
+from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.inspection import log_run_hparams
 from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
 
 log = logging.getLogger(__name__)
@@ -43,15 +46,32 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         path = write_json(cfg.paths.output_dir, "metrics.json", result)
         log.info("metrics: %s", {k: round(v, 4) for k, v in result.items() if k.startswith(("test/", "val/"))})
         log.info("run folder: %s", path.parent)
+    log_run_hparams(trainer, cfg, result)  # TensorBoard's HParams tab: this config beside these metrics
     return result
+
+
+def objective(cfg: DictConfig, metrics: dict[str, float], required: bool) -> float | None:
+    """The value a sweeper optimises: `metrics[cfg.optimized_metric]` (a sweep job without it has failed)."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if required and name not in metrics:
+        raise CnnZooError(f"optimized_metric={name!r} is not among the run's metrics {sorted(metrics)}")
+    return metrics.get(name)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A job of a sweep: an exception marks this job failed (Optuna records a failed trial) and
+        # the sweep goes on; SystemExit would end the whole sweep.
+        try:
+            return objective(cfg, train(cfg), required=True)
+        except CnnZooError as err:
+            log.error("job failed: %s", err)
+            raise
     with user_errors():
-        metrics = train(cfg)
-    objective = cfg.get("optimized_metric")
-    return metrics.get(objective) if objective else None
+        return objective(cfg, train(cfg), required=False)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""What a run shows in TensorBoard: read back from the event files with tensorboard's EventAccumulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from cnn_zoo.inspection import (
+    AugmentationPreview,
+    ConfusionMatrixImage,
+    MisclassifiedSamples,
+    displayable,
+    flatten,
+    predictions,
+)
+from cnn_zoo.train import train
+from tests.conftest import FAST
+
+
+def read_events(log_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def hparams_data(accumulator: EventAccumulator, tag: str) -> plugin_data_pb2.HParamsPluginData:
+    return plugin_data_pb2.HParamsPluginData.FromString(accumulator.PluginTagToContent("hparams")[tag])
+
+
+def test_run_logs_curves_images_and_hparams_with_final_metrics(compose_cfg, mnist_root: Path, tmp_path: Path) -> None:
+    cfg = compose_cfg(
+        f"paths.data_dir={mnist_root}", "data.download=false", "data.val_size=60", "data.batch_size=32",
+        "model=mnist_cnn", "optimizer.lr=3e-4", *FAST,
+    )  # fmt: skip
+    metrics = train(cfg)
+    events = read_events(tmp_path / "run" / "tensorboard")
+    tags = events.Tags()
+
+    for tag in ("train/loss_epoch", "train/acc_epoch", "val/acc", "val/loss", "test/acc", "lr-Adam", "epoch"):
+        assert tag in tags["scalars"], tag
+    assert len(events.Scalars("val/acc")) == 2  # one point per epoch: the final/ metrics do not add any
+    assert [e.value for e in events.Scalars("lr-Adam")] == pytest.approx([3e-4, 3e-4])
+    assert events.Scalars("final/test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+
+    assert {"test/confusion_matrix", "train/augmentation_preview"} <= set(tags["images"])
+    preview = events.Images("train/augmentation_preview")[-1]
+    assert (preview.width, preview.height) == (8 * 30 + 2, 4 * 30 + 2)  # 32 images of 28 px, 8 a row, 2 px apart
+    assert ("test/misclassified" in tags["images"]) == (metrics["test/acc"] < 1.0)
+
+    start = hparams_data(events, "_hparams_/session_start_info").session_start_info
+    assert start.hparams["optimizer.lr"].number_value == pytest.approx(3e-4)
+    assert start.hparams["model.net._target_"].string_value == "cnn_zoo.models.small_cnn.SmallCNN"
+    experiment = hparams_data(events, "_hparams_/experiment").experiment
+    metric_tags = {info.name.tag for info in experiment.metric_infos}
+    assert {"final/test/acc", "final/val/acc_best", "final/test/loss"} <= metric_tags
+
+
+def fake_trainer(tmp_path: Path) -> SimpleNamespace:
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
+    return SimpleNamespace(is_global_zero=True, loggers=[logger], global_step=3, ckpt_path=None, logger=logger)
+
+
+def fake_module(**facts) -> SimpleNamespace:
+    return SimpleNamespace(hparams={"data": facts}, device=torch.device("cpu"))
+
+
+def test_binary_confusion_matrix_counts_thresholded_probabilities(tmp_path: Path) -> None:
+    trainer, module = fake_trainer(tmp_path), fake_module(kind="image", num_classes=2, class_names=["cat", "dog"])
+    callback = ConfusionMatrixImage()
+    callback.on_test_epoch_start(trainer, module)
+    outputs = {"probs": torch.tensor([0.9, 0.2, 0.6, 0.4, 0.1]), "target": torch.tensor([1, 0, 0, 1, 0])}
+    callback.on_test_batch_end(trainer, module, outputs, None, 0)
+    callback.on_test_epoch_end(trainer, module)
+    assert callback.last.tolist() == [[2, 1], [1, 1]]  # rows: true cat, true dog
+    trainer.loggers[0].experiment.flush()
+    assert "test/confusion_matrix" in read_events(tmp_path / "tb").Tags()["images"]
+
+
+def test_misclassified_text_decodes_the_vocabulary_and_skips_without_one(tmp_path: Path) -> None:
+    vocab = ["<pad>", "<unk>", "a", "dull", "film", "great"]
+    batch = (torch.tensor([[2, 5, 4, 0, 0], [2, 3, 4, 0, 0]]), torch.tensor([0, 0]))
+    outputs = {"probs": torch.tensor([0.8, 0.3]), "target": batch[1]}  # the first review is misread as positive
+
+    without = MisclassifiedSamples()
+    trainer = fake_trainer(tmp_path / "without")
+    module = fake_module(kind="text", num_classes=2, class_names=["neg", "pos"])
+    without.on_test_epoch_start(trainer, module)
+    without.on_test_batch_end(trainer, module, outputs, batch, 0)
+    without.on_test_epoch_end(trainer, module)  # no vocabulary: nothing to show, no error
+    trainer.loggers[0].experiment.flush()
+    assert not read_events(tmp_path / "without" / "tb").Tags()["tensors"]
+
+    callback = MisclassifiedSamples(words=10)
+    trainer = fake_trainer(tmp_path / "with")
+    module = fake_module(kind="text", num_classes=2, class_names=["neg", "pos"], vocab=vocab)
+    callback.on_test_epoch_start(trainer, module)
+    callback.on_test_batch_end(trainer, module, outputs, batch, 0)
+    assert callback.text_table(module.hparams["data"], ["neg", "pos"]).splitlines()[2:] == [
+        "| neg | pos | 0.80 | a great film |"
+    ]
+    callback.on_test_epoch_end(trainer, module)
+    trainer.loggers[0].experiment.flush()
+    assert "test/misclassified/text_summary" in read_events(tmp_path / "with" / "tb").Tags()["tensors"]
+
+
+def test_augmentation_preview_ignores_non_image_batches(tmp_path: Path) -> None:
+    trainer = fake_trainer(tmp_path)
+    callback = AugmentationPreview()
+    callback.on_train_batch_start(trainer, fake_module(kind="text"), (torch.ones(4, 20, dtype=torch.long),), 0)
+    trainer.loggers[0].experiment.flush()
+    assert not read_events(tmp_path / "tb").Tags()["images"]
+
+
+def test_helpers_undo_normalisation_and_flatten_configs() -> None:
+    facts = {"mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 1.0]}
+    original = torch.rand(2, 3, 4, 4)
+    normalised = (original - torch.tensor(facts["mean"]).view(1, 3, 1, 1)) / torch.tensor(facts["std"]).view(1, 3, 1, 1)
+    assert torch.allclose(displayable(normalised, facts), original, atol=1e-6)
+    assert predictions(torch.tensor([0.2, 0.7])).tolist() == [0, 1]
+    assert predictions(torch.tensor([[0.1, 0.7, 0.2]])).tolist() == [1]
+    assert flatten({"optimizer": {"lr": 1e-3, "betas": [0.9, 0.99]}, "seed": 1}) == {
+        "optimizer.lr": 1e-3,
+        "optimizer.betas": "[0.9, 0.99]",
+        "seed": 1,
+    }

@@ -1,0 +1,146 @@
+"""Multirun grids and Optuna searches through the real CLI: job folders, summaries, failures, resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from cnn_zoo.sweeps import write_summary
+
+# One epoch on the generated MNIST, no progress bars: each job takes a few seconds.
+TINY = [
+    "data.download=false",
+    "data.val_size=60",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "+trainer.enable_progress_bar=false",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
+
+
+def run_cli(mnist_root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root)}
+    return subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def test_grid_multirun_writes_one_folder_per_job_and_a_summary(mnist_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        mnist_root, "-m", "model=lenet,mnist_cnn", "optimizer.lr=1e-3,3e-4", f"hydra.sweep.dir={sweep}", "logger=none",
+        *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2", "3"]
+    for job in jobs:
+        assert json.loads((sweep / job / "job.json").read_text())["status"] == "completed"
+        assert (sweep / job / "metrics.json").is_file()
+
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["job"] for r in rows] == jobs
+    assert {(r["model"], float(r["optimizer.lr"])) for r in rows} == {
+        (m, lr) for m in ("lenet", "mnist_cnn") for lr in (1e-3, 3e-4)
+    }
+    for row in rows:
+        metrics = json.loads((sweep / row["job"] / "metrics.json").read_text())
+        assert float(row["test/acc"]) == pytest.approx(metrics["test/acc"])
+        assert float(row["val/acc_best"]) == pytest.approx(metrics["val/acc_best"])
+
+    markdown = (sweep / "summary.md").read_text()
+    assert "4 jobs: 4 completed" in markdown
+    assert "Common overrides:" in markdown and "`logger=none`" in markdown
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| job | status | model | optimizer.lr | val/acc_best |")
+    assert len(table) == 1 + 4
+
+
+def test_summary_reports_failed_and_interrupted_jobs_and_the_best(tmp_path: Path) -> None:
+    for job, lr, metrics, status in (
+        (0, "0.1", {"val/acc_best": 0.5, "test/acc": 0.4}, {"status": "completed"}),
+        (1, "0.2", {}, {"status": "failed", "error": "CnnZooError: bad value"}),
+        (2, "0.3", {"val/acc_best": 0.7, "test/acc": 0.6}, {"status": "completed"}),
+        (3, None, {}, None),  # killed before Hydra wrote its overrides
+    ):
+        folder = tmp_path / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        if lr:
+            (folder / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- model=lenet\n")
+        if metrics:
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+        if status:
+            (folder / "job.json").write_text(json.dumps(status))
+    jobs = write_summary(tmp_path, metric="val/acc_best", direction="maximize")
+    assert [j["status"] for j in jobs] == ["completed", "failed", "completed", "interrupted"]
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "Best (maximize `val/acc_best`): job 2, 0.7" in markdown
+    assert "Common overrides: `model=lenet`" in markdown
+    assert "| 1 | failed (CnnZooError: bad value) | 0.2 |" in markdown
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert rows[1]["error"] == "CnnZooError: bad value" and rows[3]["status"] == "interrupted"
+
+
+def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "search"
+    storage = f"sqlite:///{sweep}/optuna.db"
+    # lr=-1.0 makes the optimizer refuse to build: a failing trial, which must not end the search.
+    search = [
+        "hparams_search=mnist_optuna", f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=8", "logger=none",
+        "model=lenet", "optimizer.weight_decay=0", "optimizer.lr=choice(0.001,-1.0)", *TINY,
+    ]  # fmt: skip
+    first = run_cli(mnist_root, *search, "hydra.sweeper.n_trials=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = optuna.load_study(study_name="mnist_optuna", storage=storage)
+    states = [t.state for t in study.trials]
+    assert len(states) == 2
+    assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.COMPLETE in states
+    for trial in study.trials:
+        outcome = json.loads((sweep / str(trial.number) / "job.json").read_text())
+        completed = trial.state == optuna.trial.TrialState.COMPLETE
+        assert outcome["status"] == ("completed" if completed else "failed")
+        if completed:
+            metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
+            assert trial.value == pytest.approx(metrics["val/acc_best"])  # the objective is optimized_metric
+        else:
+            assert "Invalid learning rate" in outcome["error"]
+    assert (sweep / "optimization_results.yaml").is_file()
+
+    # A search killed mid-trial leaves it RUNNING; rerunning in the same folder finishes the study.
+    study.ask()
+    job0 = (sweep / "0" / "job.json").read_text()
+    second = run_cli(mnist_root, *search, "hydra.sweeper.n_trials=4")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "trial 2 was interrupted" in second.stderr + second.stdout
+    study = optuna.load_study(study_name="mnist_optuna", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]  # n_trials is the study's total
+    assert study.trials[2].state == optuna.trial.TrialState.FAIL
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+    assert (sweep / "3" / "job.json").is_file()  # the new trial got a new folder...
+    assert (sweep / "0" / "job.json").read_text() == job0  # ...and the first ones were not overwritten
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["job"] for r in rows] == ["0", "1", "3"]  # trial 2 died before Hydra made its folder
+
+
+def test_slurm_launcher_config_composes_where_the_plugin_is_installed() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the optional `slurm` extra is not installed")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnn_zoo.config import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
