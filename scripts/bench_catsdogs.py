@@ -14,70 +14,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from datetime import datetime
 from pathlib import Path
 
-import lightning as L
-import torch
-
-from cnn_zoo.config import compose_train_config
-from cnn_zoo.train import train
+from cnn_zoo.benchmark import machine, run_experiment
 
 TARGETS = {"catsdogs_scratch": 0.75, "catsdogs_aug": 0.85}
 NOTES = {"catsdogs_scratch": 0.726, "catsdogs_aug": 0.75}
 
 
-class EpochTimer(L.Callback):
-    """Wall time of each training epoch (its validation included), and a stop when the time budget is spent."""
-
-    def __init__(self, budget_s: float) -> None:
-        self.budget_s = budget_s
-        self.durations: list[float] = []
-        self.began = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self.durations.append(time.perf_counter() - self.start)
-        spent = time.perf_counter() - self.began
-        mean = sum(self.durations) / len(self.durations)
-        metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        print(f"epoch {trainer.current_epoch}: {self.durations[-1]:.0f}s {metrics}", flush=True)
-        if spent + mean > self.budget_s:
-            trainer.should_stop = True
-            print(f"time budget: stopping after epoch {len(self.durations)} ({spent / 60:.1f} min spent)", flush=True)
-
-
 def run(experiment: str, epochs: int, image_size: int, budget_s: float, out: Path, extra: list[str]) -> dict:
     run_dir = out / f"{experiment}_{image_size}px_{datetime.now():%Y%m%d_%H%M%S}"
-    cfg = compose_train_config(
-        [
-            f"experiment={experiment}",
-            f"trainer.max_epochs={epochs}",
-            f"data.image_size={image_size}",
-            "tta=hflip",
-            "trainer.accelerator=cpu",
-            "callbacks.rich_progress_bar=null",
-            "+trainer.enable_progress_bar=false",
-            "logger=csv",
-            *extra,
-        ],
-        run_dir,
-    )
-    timer = EpochTimer(budget_s)
     started = time.perf_counter()
-    metrics = train(cfg, extra_callbacks=[timer])
+    overrides = [
+        f"experiment={experiment}",
+        f"trainer.max_epochs={epochs}",
+        f"data.image_size={image_size}",
+        "tta=hflip",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        *extra,
+    ]
+    metrics, timer = run_experiment(overrides, run_dir, budget_s=budget_s, verbose=True)
     return {
         "experiment": experiment,
         "image_size": image_size,
         "epochs": len(timer.durations),
         "max_epochs": epochs,
-        "sec_per_epoch": sum(timer.durations) / max(1, len(timer.durations)),
+        "sec_per_epoch": timer.mean,
         "total_min": (time.perf_counter() - started) / 60,
         "test_acc": metrics.get("test/acc"),
         "test_acc_tta": metrics.get("test/acc_tta"),
@@ -90,9 +55,8 @@ def run(experiment: str, epochs: int, image_size: int, budget_s: float, out: Pat
 
 
 def table(rows: list[dict]) -> str:
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     lines = [
-        f"cats_and_dogs_small benchmark ({datetime.now():%Y-%m-%d %H:%M}, {machine})",
+        f"cats_and_dogs_small benchmark ({datetime.now():%Y-%m-%d %H:%M}, {machine()})",
         "",
         "| experiment | px | epochs (max) | s/epoch | test acc | test acc TTA (hflip) | notes | target | met |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -18,17 +18,29 @@ from cnn_zoo.train import train
 
 
 class EpochTimer(L.Callback):
-    """Wall time of each training epoch (validation excluded)."""
+    """Wall time of each training epoch (its validation included); optionally prints progress and stops the run
+    cleanly (the best checkpoint is still tested) once `budget_s` seconds would be exceeded by another epoch, so a
+    benchmark ends on time on a busy CPU."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget_s: float | None = None, verbose: bool = False) -> None:
+        self.budget_s = budget_s
+        self.verbose = verbose
         self.durations: list[float] = []
-        self.start = 0.0
+        self.began = time.perf_counter()
+        self.start = self.began
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.durations.append(time.perf_counter() - self.start)
+        if self.verbose:
+            metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            print(f"epoch {trainer.current_epoch}: {self.durations[-1]:.0f}s {metrics}", flush=True)
+        spent = time.perf_counter() - self.began
+        if self.budget_s is not None and spent + self.mean > self.budget_s:
+            trainer.should_stop = True
+            print(f"time budget: stopping after epoch {len(self.durations)} ({spent / 60:.1f} min spent)", flush=True)
 
     @property
     def mean(self) -> float:
@@ -44,12 +56,14 @@ def machine() -> str:
     )
 
 
-def run_experiment(overrides: Sequence[str], run_dir: Path) -> tuple[dict[str, float], EpochTimer]:
+def run_experiment(
+    overrides: Sequence[str], run_dir: Path, budget_s: float | None = None, verbose: bool = False
+) -> tuple[dict[str, float], EpochTimer]:
     """Train through the normal pipeline (quiet, on the configured accelerator) and time its epochs."""
     cfg = compose_train_config(
         [*overrides, "callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false"], run_dir
     )
-    timer = EpochTimer()
+    timer = EpochTimer(budget_s, verbose)
     return train(cfg, extra_callbacks=[timer]), timer
 
 
