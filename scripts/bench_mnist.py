@@ -22,7 +22,7 @@ TARGETS = {"lenet": 0.990, "mnist_cnn": 0.989}
 def run(model: str, epochs: int, out: Path) -> dict:
     run_dir = out / f"{model}_{datetime.now():%Y%m%d_%H%M%S}"
     overrides = [f"experiment={EXPERIMENTS[model]}", f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu"]
-    metrics, timer = run_experiment(overrides, run_dir)
+    metrics, timer = run_experiment(overrides, run_dir, verbose=True)
     return {
         "model": model,
         "epochs": len(timer.durations),

@@ -1,11 +1,14 @@
 """Reproduce the course's experiments on the real data and write the results table.
 
-    CNN_ZOO_DATA_DIR=../shared/data python scripts/reproduce.py [--only mnist_cnn imdb_conv1d] [--max-epochs N]
+    CNN_ZOO_DATA_DIR=../shared/data python scripts/reproduce.py [--only mnist_cnn imdb_conv1d] [--max-epochs N] \
+        [--budget-min M] [--merge]
 
 Each experiment runs through the normal train pipeline (`experiment=<name>`); the table — experiment, the
 notes' figure, ours (test accuracy of the best checkpoint), epochs, seconds per epoch, machine, date — goes to
 <out>/reproduction.md and .json. An experiment that cannot run here (e.g. ImageNet weights absent) is listed
-with the one-line reason instead of a figure.
+with the one-line reason instead of a figure. `--budget-min` stops each experiment cleanly (its best checkpoint
+is still tested) when another epoch would pass the budget, so the epochs column says how far it got; `--merge`
+keeps the rows of experiments not re-run from an earlier table.
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ NOTES = {
 }
 
 
-def reproduce(name: str, out: Path, max_epochs: int | None) -> dict:
+def reproduce(name: str, out: Path, max_epochs: int | None, budget_min: float | None) -> dict:
     overrides = [f"experiment={name}"] + ([f"trainer.max_epochs={max_epochs}"] if max_epochs else [])
     row = {"experiment": name, "notes": NOTES[name], "date": f"{datetime.now():%Y-%m-%d}", "machine": machine()}
     try:
-        metrics, timer = run_experiment(overrides, out / name)
+        budget_s = budget_min * 60 if budget_min else None
+        metrics, timer = run_experiment(overrides, out / name, budget_s=budget_s, verbose=True)
     except CnnZooError as err:
         return {**row, "ours": f"not run: {err}"}
     extra = f" (TTA {metrics['test/acc_tta']:.2%})" if "test/acc_tta" in metrics else ""
@@ -53,11 +57,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(NOTES), default=list(NOTES))
     parser.add_argument("--max-epochs", type=int, default=None, help="cap every experiment's epochs (smoke runs)")
+    parser.add_argument("--budget-min", type=float, default=None, help="wall-clock minutes per experiment")
+    parser.add_argument("--merge", action="store_true", help="keep the other experiments' rows of an earlier run")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduction"))
     args = parser.parse_args()
-    rows = []
+    earlier = args.out / "reproduction.json"
+    kept = json.loads(earlier.read_text()) if args.merge and earlier.is_file() else []
+    rows_by_name = {row["experiment"]: row for row in kept}
     for name in args.only:
-        rows.append(reproduce(name, args.out, args.max_epochs))
+        rows_by_name[name] = reproduce(name, args.out, args.max_epochs, args.budget_min)
+        rows = [rows_by_name[n] for n in NOTES if n in rows_by_name]
         table = markdown_table(rows, ["experiment", "notes", "ours", "epochs", "s/epoch", "machine", "date"])
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "reproduction.md").write_text(table + "\n")  # rewritten after each: a partial run keeps its rows
