@@ -36,9 +36,14 @@ NOTES = {
 }
 
 
-def reproduce(name: str, out: Path, max_epochs: int | None, budget_min: float | None) -> dict:
-    overrides = [f"experiment={name}"] + ([f"trainer.max_epochs={max_epochs}"] if max_epochs else [])
-    row = {"experiment": name, "notes": NOTES[name], "date": f"{datetime.now():%Y-%m-%d}", "machine": machine()}
+def reproduce(name: str, out: Path, max_epochs: int | None, budget_min: float | None, extra: list[str]) -> dict:
+    overrides = [f"experiment={name}", *([f"trainer.max_epochs={max_epochs}"] if max_epochs else []), *extra]
+    row = {
+        "experiment": name + "".join(f" `{o}`" for o in extra),
+        "notes": NOTES[name],
+        "date": f"{datetime.now():%Y-%m-%d}",
+        "machine": machine(),
+    }
     try:
         budget_s = budget_min * 60 if budget_min else None
         metrics, timer = run_experiment(overrides, out / name, budget_s=budget_s, verbose=True)
@@ -60,12 +65,13 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=None, help="wall-clock minutes per experiment")
     parser.add_argument("--merge", action="store_true", help="keep the other experiments' rows of an earlier run")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduction"))
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment (shown in the table)")
     args = parser.parse_args()
     earlier = args.out / "reproduction.json"
     kept = json.loads(earlier.read_text()) if args.merge and earlier.is_file() else []
-    rows_by_name = {row["experiment"]: row for row in kept}
+    rows_by_name = {row["experiment"].split(" ")[0]: row for row in kept}
     for name in args.only:
-        rows_by_name[name] = reproduce(name, args.out, args.max_epochs, args.budget_min)
+        rows_by_name[name] = reproduce(name, args.out, args.max_epochs, args.budget_min, args.overrides)
         rows = [rows_by_name[n] for n in NOTES if n in rows_by_name]
         table = markdown_table(rows, ["experiment", "notes", "ours", "epochs", "s/epoch", "machine", "date"])
         args.out.mkdir(parents=True, exist_ok=True)
