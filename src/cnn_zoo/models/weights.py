@@ -149,7 +149,10 @@ def load_backbone_weights(backbone: nn.Module, state: dict[str, torch.Tensor], s
         if k.startswith(prefix) and k[len(prefix) :] not in own and not is_head_key(k[len(prefix) :])
     ]
     if stray:
-        log.warning("ignored %d tensor(s) of %s that the backbone lacks: %s", len(stray), source, sample(stray))
+        raise CnnZooError(
+            f"{source} holds {len(stray)} backbone tensor(s) that the backbone lacks ({sample(stray)}): "
+            "a state dict of another arch? Set model.net.arch (and source) to the file's"
+        )
     backbone.load_state_dict(found, strict=False)
     log.info(
         "backbone weights loaded from %s (%d tensors%s)", source, len(found), f", prefix {prefix!r}" * bool(prefix)
