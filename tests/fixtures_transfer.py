@@ -52,5 +52,4 @@ class PhaseRecorder(L.Callback):
             "trainable": {n for n, p in net.backbone.named_parameters() if p.requires_grad},
             "groups": [(g.get("name"), g["lr"], sum(p.numel() for p in g["params"])) for g in optimizer.param_groups],
             "backbone_training": {n for n, m in net.backbone.named_modules() if m.training},
-            "optimizer_state": sum(1 for p in net.backbone.parameters() if p in optimizer.state),
         }
