@@ -66,7 +66,8 @@ def run(arch: str, variant: str, data_root: Path, epochs: int, out: Path, n_trai
         "logger=none",
         "test=false",
     ]
-    _, timer = run_experiment(overrides, out / f"{arch}_{variant.split()[0].strip(',')}_{variant.split()[-1]}")
+    slug = "".join(c if c.isalnum() else "_" for c in variant)
+    _, timer = run_experiment(overrides, out / f"{arch}_{slug}")
     first, later = timer.durations[0], timer.durations[1:]
     steady = sum(later) / len(later) if later else first
     row = {
