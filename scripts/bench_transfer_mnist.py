@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 from cnn_zoo.benchmark import markdown_table, run_experiment, stamp
@@ -107,10 +108,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="max epochs of each transfer run")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/transfer_mnist"))
     args = parser.parse_args()
-    best, row = pretrain(args.out, args.pretrain_per_class, args.pretrain_epochs)
+    out = args.out / f"{datetime.now():%Y%m%d_%H%M%S}"  # a fresh folder: no stale checkpoint is ever picked up
+    best, row = pretrain(out, args.pretrain_per_class, args.pretrain_epochs)
     rows = [row]
     for name in RUNS:
-        rows.append(transfer(args.out, name, best, args.epochs))
+        rows.append(transfer(out, name, best, args.epochs))
         print(markdown_table(rows, ["run", "test_acc", "epochs", "s/epoch", "min"]), flush=True)
     scratch = rows[1]["test_acc"]
     for row in rows[1:]:
