@@ -93,7 +93,7 @@ def transfer(out: Path, name: str, weights: Path, epochs: int, per_class: int) -
         *BACKBONE,
         *TARGET,
         f"data.train_per_class={per_class}",
-        f"model.net.weights_path={weights}",
+        *([] if name == "scratch" else [f"model.net.weights_path={weights}"]),  # weights_path wins over weights=null
         f"trainer.max_epochs={epochs}",
         *RUNS[name],
     ]
@@ -114,11 +114,15 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=40, help="max epochs of each transfer run")
     parser.add_argument("--per-class", type=int, nargs="+", default=[50, 10], help="labelled digits 5-9 per class")
+    parser.add_argument("--pretrained", type=Path, help="reuse this pretraining checkpoint instead of pretraining")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/transfer_mnist"))
     args = parser.parse_args()
     out = args.out / f"{datetime.now():%Y%m%d_%H%M%S}"  # a fresh folder: no stale checkpoint is ever picked up
-    best, row = pretrain(out, args.pretrain_per_class, args.pretrain_epochs)
-    rows = [row]
+    if args.pretrained:
+        best, rows = args.pretrained, [{"run": f"pretrained: {args.pretrained}"}]
+    else:
+        best, row = pretrain(out, args.pretrain_per_class, args.pretrain_epochs)
+        rows = [row]
     columns = ["run", "test_acc", "test error vs scratch", "epochs", "s/epoch", "min"]
     verdicts = []
     for per_class in args.per_class:
