@@ -200,6 +200,8 @@ class TransferNet(nn.Module):
     # ----------------------------------------------------------------- weights
     def load_pretrained(self, weights: str | None, weights_path: str | None, normalization: str | None) -> None:
         if weights_path:
+            if weights is None:  # an easy slip when a scratch baseline reuses a transfer run's overrides
+                log.warning("model.net.weights=null is ignored: model.net.weights_path=%s is loaded", weights_path)
             load_backbone_weights(self.backbone, read_state_dict(weights_path), str(weights_path))
         elif weights:
             load_backbone_weights(self.backbone, imagenet_state_dict(self.arch, weights), f"torchvision {weights}")
