@@ -6,6 +6,7 @@ scheduler configs), so a checkpoint rebuilds the whole model and loads with `wei
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import hydra.utils
@@ -70,6 +71,9 @@ class Classifier(L.LightningModule):
         self.num_classes = int(data["num_classes"])
         self.binary = self.num_classes == 2
         self.net = build_net(net, data)
+        if "load_weights" in inspect.signature(type(self.net)).parameters:
+            # pretrained weights end up in the state dict: a checkpoint rebuilds the net without fetching them again
+            self.hparams["net"] = {**net, "load_weights": False}
         self.tta = TestTimeAugmentation(**(tta or {}))
         weights = class_weight_tensor(class_weights, data)
         self.register_buffer("class_weights", weights, persistent=False)
@@ -117,6 +121,17 @@ class Classifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's validation
+
+    def setup(self, stage: str) -> None:
+        """Before the strategy wraps the net: DDP keeps in sync only the parameters requiring grad at that time."""
+        if stage == "fit" and self.trainer.world_size > 1 and hasattr(self.net, "prepare_distributed"):
+            ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None) or {}
+            self.net.prepare_distributed(bool(ddp_kwargs.get("find_unused_parameters", False)))
+
+    def on_train_epoch_start(self) -> None:
+        """Networks with a training schedule (transfer learning's frozen/fine-tuning phases) follow the epoch."""
+        if hasattr(self.net, "on_train_epoch_start"):
+            self.net.on_train_epoch_start(self.current_epoch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, probs, y = self.shared_step(batch)

@@ -278,6 +278,7 @@ class ImageFolderDataModule(ZooDataModule):
             "mean": self.mean,
             "std": self.std,
             "resize": "bilinear",
+            "train_augmentation": bool(self.augment),  # transfer models cache backbone features only without it
         }
         self.eval_transform = eval_transform(self.facts)  # the one predict uses too
         self.train_transform = ImageTransform(self.facts, self.augment)
