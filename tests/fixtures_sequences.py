@@ -104,10 +104,10 @@ def write_csv(path: Path, frame: pd.DataFrame) -> Path:
     return path
 
 
-def make_channel(root: Path, name: str = "C-1", n_train: int = 300, n_test: int = 600, seed: int = 0) -> Path:
+def make_channel(root: Path, name: str = "C-1", n_train: int = 300, n_test: int = 1200, seed: int = 0) -> Path:
     """A telemanom-style channel: `<name>_train.csv` all nominal, `<name>_test.csv` with point and contextual
-    anomalies (several intervals each, so a stratified split finds them in every part); returns the folder."""
+    anomalies (48 rows every 120, alternating, so a stratified split finds both in every part); returns the folder."""
     write_csv(root / f"{name}_train.csv", telemetry_frame(n_train, seed=seed))
-    anomalies = ((60, 100, 1), (180, 220, 2), (300, 340, 1), (420, 460, 2), (520, 560, 1))
+    anomalies = tuple((start, start + 48, 1 + (index % 2)) for index, start in enumerate(range(60, n_test - 60, 120)))
     write_csv(root / f"{name}_test.csv", telemetry_frame(n_test, anomalies=anomalies, seed=seed + 1))
     return root
