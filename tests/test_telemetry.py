@@ -98,6 +98,30 @@ def test_stratified_split_puts_every_class_in_every_split_and_follows_the_seed(c
     assert all(min(per_class) > 0 for per_class in rows.values())
 
 
+def test_episode_split_cuts_every_labelled_run_in_time_order(tmp_path: Path) -> None:
+    labels = np.repeat([0, 1, 0, 2, 0], [100, 50, 100, 50, 100])
+    counter_csv(tmp_path / "series.csv", 400, labels)
+    dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", mode="row", split="episodes", standardize=False)
+    dm.setup()
+    assert all(min(counts) > 0 for counts in dm.facts["split_class_counts"].values())
+    train_rows = as_arrays(dm.train_set)[0][:, 0, 0].astype(int)
+    test_rows = as_arrays(dm.test_set)[0][:, 0, 0].astype(int)
+    # the first anomaly episode (rows 100-149): its first 70% trains, its last 15% tests
+    assert set(range(100, 135)) <= set(train_rows) and set(range(143, 150)) <= set(test_rows)
+
+
+def test_differences_add_each_features_change_within_a_piece(tmp_path: Path) -> None:
+    counter_csv(tmp_path / "series.csv", 200)
+    dm = TelemetryDataModule(
+        data_dir=str(tmp_path), path="series.csv", window=5, split="chronological", differences=True, standardize=False
+    )
+    dm.setup()
+    assert dm.facts["feature_names"] == ["f0", "f1", "diff_f0", "diff_f1"] and dm.facts["in_channels"] == 4
+    x = as_arrays(dm.test_set)[0]
+    assert (x[0, 2] == [0, 1, 1, 1, 1]).all()  # the test piece's first row has no predecessor inside it
+    assert np.allclose(x[1:, 2], 1.0)
+
+
 def test_scaler_is_fitted_on_the_training_rows_only(tmp_path: Path) -> None:
     counter_csv(tmp_path / "series.csv", 200)
     dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", mode="row", split="chronological")

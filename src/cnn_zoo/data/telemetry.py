@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ from cnn_zoo.errors import CnnZooError
 log = logging.getLogger(__name__)
 
 MODES = ("row", "window")
-SPLIT_STRATEGIES = ("stratified", "chronological")
+SPLIT_STRATEGIES = ("stratified", "chronological", "episodes")
 WINDOW_LABELS = ("last", "any")
 PARTS = ("train", "val", "test")
 
@@ -132,11 +133,22 @@ def stratified_parts(labels: np.ndarray, fractions: dict[str, float], rng: np.ra
     return parts
 
 
-def runs(parts: np.ndarray) -> list[tuple[int, int, str]]:
-    """Maximal runs of one part name: (start, stop, name)."""
-    edges = np.flatnonzero(parts[1:] != parts[:-1]) + 1
-    starts, stops = np.r_[0, edges], np.r_[edges, len(parts)]
-    return [(int(a), int(b), str(parts[a])) for a, b in zip(starts, stops, strict=True)]
+def runs(values: np.ndarray) -> list[tuple[int, int, Any]]:
+    """Maximal runs of one value: (start, stop, value)."""
+    edges = np.flatnonzero(values[1:] != values[:-1]) + 1
+    starts, stops = np.r_[0, edges], np.r_[edges, len(values)]
+    return [(int(a), int(b), values[a]) for a, b in zip(starts, stops, strict=True)]
+
+
+def chronological_parts(length: int, fractions: dict[str, float]) -> np.ndarray:
+    """A part name per position 0..length-1: train first, then each of `fractions` in order."""
+    position = np.arange(length) / max(length, 1)
+    parts = np.full(length, "train", dtype=object)
+    low = 1.0 - sum(fractions.values())
+    for name, fraction in fractions.items():
+        parts[(position >= low) & (position < low + fraction)] = name
+        low += fraction
+    return parts
 
 
 def split_segments(
@@ -150,21 +162,24 @@ def split_segments(
     """Cut the segments into contiguous pieces per part.
 
     chronological: the series (segments in order) cut at the fractions, train first;
+    episodes: every run of one label (an anomaly episode, or the nominal stretch between two) cut the same way,
+    so each class with a long enough episode reaches every part, learned from an episode's start and tested
+    on its continuation;
     stratified: blocks of `block_size` rows drawn per class with `seed`. A block's class is the dominant anomaly
     of its rows from `label_offset` on: with windows labelled by their last step (offset window - 1), the rows
     that end a window inside the block, so a block drawn for a class yields windows of that class.
     """
     row_parts: list[np.ndarray] = []
     if strategy == "chronological":
-        total = sum(len(s) for s in segments)
-        position = np.arange(total) / total
-        labels = np.full(total, "train", dtype=object)
-        low = 1.0 - sum(fractions.values())
-        for name, fraction in fractions.items():
-            labels[(position >= low) & (position < low + fraction)] = name
-            low += fraction
+        series = chronological_parts(sum(len(s) for s in segments), fractions)
         offsets = np.cumsum([0] + [len(s) for s in segments])
-        row_parts = [labels[offsets[i] : offsets[i + 1]] for i in range(len(segments))]
+        row_parts = [series[offsets[i] : offsets[i + 1]] for i in range(len(segments))]
+    elif strategy == "episodes":
+        for segment in segments:
+            parts = np.empty(len(segment), dtype=object)
+            for start, stop, _ in runs(segment.y):
+                parts[start:stop] = chronological_parts(stop - start, fractions)
+            row_parts.append(parts)
     else:
         blocks = [(i, start) for i, s in enumerate(segments) for start in range(0, len(s), block_size)]
         block_labels = np.array(
@@ -177,8 +192,17 @@ def split_segments(
     pieces: dict[str, list[Segment]] = {name: [] for name in PARTS}
     for segment, parts in zip(segments, row_parts, strict=True):
         for start, stop, name in runs(parts):
-            pieces[name].append(segment.cut(start, stop))
+            pieces[str(name)].append(segment.cut(start, stop))
     return pieces
+
+
+def with_differences(x: np.ndarray) -> np.ndarray:
+    """Each feature's change since the previous row appended as extra features (0 on a piece's first row).
+
+    Computed inside a piece, never across a split boundary: a slope or a jump, which a window shows only
+    as a small difference between raw values, becomes a feature of its own.
+    """
+    return np.concatenate([x, np.diff(x, axis=0, prepend=x[:1])], axis=1)
 
 
 # ---------------------------------------------------------------------- samples
@@ -248,6 +272,7 @@ class TelemetryDataModule(ZooDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         block_size: int | None = None,
+        differences: bool = False,
         standardize: bool = True,
         seed: int = 42,
         batch_size: int = 64,
@@ -291,6 +316,7 @@ class TelemetryDataModule(ZooDataModule):
             raise CnnZooError(f"data.block_size ({self.block_size}) must be at least data.window ({self.window})")
         # windows labelled by their last step: a block's first window - 1 rows never end a window of their own
         self.label_offset = self.window - 1 if mode == "window" and window_label == "last" else 0
+        self.differences = bool(differences)
         self.standardize = bool(standardize)
         self.seed = int(seed)
         self.pieces: dict[str, list[Segment]] = {}
@@ -367,6 +393,11 @@ class TelemetryDataModule(ZooDataModule):
         if self.facts:
             return
         features, pieces = self.load_pieces()
+        if self.differences:
+            features = features + [f"diff_{name}" for name in features]
+            for part in pieces.values():
+                for piece in part:
+                    piece.x = with_differences(piece.x)
         mean, std = self.fit_scaler(pieces["train"], len(features))
         for part in pieces.values():
             for piece in part:
