@@ -162,12 +162,12 @@ def review_files(tree: Path, split: str, label: str) -> list[Path]:
     return files
 
 
-def read_split(tree: Path, split: str) -> tuple[list[str], np.ndarray]:
-    """Texts and labels (0 neg, 1 pos) of one split, in sorted file order."""
+def read_split(tree: Path, split: str, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Texts and labels (0 neg, 1 pos) of one split, in sorted file order (the first `limit` per class)."""
     texts: list[str] = []
     labels: list[int] = []
     for index, label in enumerate(CLASS_NAMES):
-        files = review_files(tree, split, label)
+        files = review_files(tree, split, label)[:limit]
         texts += [path.read_text(encoding="utf-8", errors="replace") for path in files]
         labels += [index] * len(files)
     return texts, np.asarray(labels, dtype=np.int64)
@@ -202,6 +202,7 @@ class IMDBDataModule(ZooDataModule):
         truncating: str = "pre",
         val_size: int = 5000,
         seed: int = 42,
+        max_reviews: int | None = None,
         cache: bool = True,
         batch_size: int = 128,
         num_workers: int = 0,
@@ -224,6 +225,7 @@ class IMDBDataModule(ZooDataModule):
             raise CnnZooError(f"data.val_size must be >= 0, got {val_size!r}")
         self.val_size = int(val_size)
         self.seed = int(seed)
+        self.max_reviews = require_positive("max_reviews", max_reviews) if max_reviews is not None else None
         self.cache = bool(cache)
         self.tree: Path | None = None
         self.vocab: list[str] = []
@@ -269,6 +271,7 @@ class IMDBDataModule(ZooDataModule):
             "truncating": self.truncating,
             "val_size": self.val_size,
             "seed": self.seed,
+            "max_reviews": self.max_reviews,
         }
 
     def cache_file(self) -> Path:
@@ -278,7 +281,7 @@ class IMDBDataModule(ZooDataModule):
     def encode_all(self) -> dict[str, np.ndarray]:
         """Read, split, build the vocabulary on the training part, encode and pad every split."""
         assert self.tree is not None
-        texts, labels = read_split(self.tree, "train")
+        texts, labels = read_split(self.tree, "train", self.max_reviews)
         if self.val_size >= len(texts):
             raise CnnZooError(
                 f"data.val_size={self.val_size} leaves no training reviews (the training split has {len(texts)})"
@@ -288,7 +291,7 @@ class IMDBDataModule(ZooDataModule):
         tokens = [tokenize(text) for text in texts]
         vocab = build_vocabulary((tokens[i] for i in train_index), self.num_words)
         ids = encode(tokens, vocab)
-        test_texts, test_labels = read_split(self.tree, "test")
+        test_texts, test_labels = read_split(self.tree, "test", self.max_reviews)
         test_ids = encode((tokenize(text) for text in test_texts), vocab)
 
         def padded(sequences: list[list[int]]) -> np.ndarray:
