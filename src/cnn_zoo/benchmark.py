@@ -57,14 +57,18 @@ def machine() -> str:
 
 
 def run_experiment(
-    overrides: Sequence[str], run_dir: Path, budget_s: float | None = None, verbose: bool = False
+    overrides: Sequence[str],
+    run_dir: Path,
+    budget_s: float | None = None,
+    verbose: bool = False,
+    extra_callbacks: Sequence[L.Callback] = (),
 ) -> tuple[dict[str, float], EpochTimer]:
     """Train through the normal pipeline (quiet, on the configured accelerator) and time its epochs."""
     cfg = compose_train_config(
         [*overrides, "callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false"], run_dir
     )
     timer = EpochTimer(budget_s, verbose)
-    return train(cfg, extra_callbacks=[timer]), timer
+    return train(cfg, extra_callbacks=[timer, *extra_callbacks]), timer
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

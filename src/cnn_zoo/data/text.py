@@ -1,0 +1,82 @@
+"""Text to integer sequences: tokenisation, a frequency vocabulary and Keras' `pad_sequences`.
+
+Kept apart from the IMDB datamodule so a checkpoint's facts (vocabulary, max_len, padding) are enough to
+encode new text the way the network was trained.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from cnn_zoo.errors import CnnZooError
+
+PAD, OOV = "<pad>", "<oov>"
+PAD_INDEX, OOV_INDEX = 0, 1
+SIDES = ("pre", "post")
+
+LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# a word: letters/digits (any script), with inner apostrophes kept ("don't"); every other character separates
+WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+
+# what `tokenize` does, recorded in the facts so a checkpoint says how its text was prepared
+TOKENIZER = "lower case; <br /> removed; punctuation removed (inner apostrophes kept)"
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower case, HTML line breaks and punctuation removed: `"Great!<br />Don't."` -> `['great', "don't"]`."""
+    return WORD.findall(LINE_BREAK.sub(" ", text.lower()))
+
+
+def build_vocabulary(token_lists: Iterable[Sequence[str]], num_words: int) -> list[str]:
+    """Index -> word: `<pad>`, `<oov>`, then the `num_words - 2` most frequent words (ties alphabetical).
+
+    As Keras' `num_words`, the whole index space (padding and out-of-vocabulary included) has `num_words`
+    entries, so `Embedding(num_words, ...)` covers it.
+    """
+    if int(num_words) < 3:
+        raise CnnZooError(f"data.num_words must be at least 3 (padding, out-of-vocabulary, one word), got {num_words}")
+    counts: Counter[str] = Counter()
+    for tokens in token_lists:
+        counts.update(tokens)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: int(num_words) - 2]
+    return [PAD, OOV, *(word for word, _ in ranked)]
+
+
+def encode(token_lists: Iterable[Sequence[str]], vocabulary: Sequence[str]) -> list[list[int]]:
+    index = {word: i for i, word in enumerate(vocabulary) if i > OOV_INDEX}
+    return [[index.get(token, OOV_INDEX) for token in tokens] for tokens in token_lists]
+
+
+def pad_sequences(
+    sequences: Sequence[Sequence[int]],
+    max_len: int,
+    padding: str = "pre",
+    truncating: str = "pre",
+    dtype: Any = np.int32,
+) -> np.ndarray:
+    """Keras' `pad_sequences` with value 0: `truncating='pre'` drops the beginning of long sequences (keeps the
+    last `max_len`), `'post'` the end; `padding='pre'` puts the zeros before short sequences, `'post'` after."""
+    for name, side in (("padding", padding), ("truncating", truncating)):
+        if side not in SIDES:
+            raise CnnZooError(f"data.{name} must be 'pre' or 'post', got {side!r}")
+    out = np.full((len(sequences), int(max_len)), PAD_INDEX, dtype=dtype)
+    for row, sequence in enumerate(sequences):
+        kept = sequence[-max_len:] if truncating == "pre" else sequence[:max_len]
+        if not len(kept):
+            continue
+        if padding == "pre":
+            out[row, -len(kept) :] = kept
+        else:
+            out[row, : len(kept)] = kept
+    return out
+
+
+def encode_texts(texts: Sequence[str], facts: dict[str, Any]) -> np.ndarray:
+    """New text as a checkpoint's network expects it, from its facts alone (vocabulary, max_len, padding)."""
+    ids = encode([tokenize(text) for text in texts], facts["vocab"])
+    return pad_sequences(ids, int(facts["max_len"]), facts["padding"], facts["truncating"], dtype=np.int64)

@@ -1,0 +1,113 @@
+"""1-D convolutions over sequences: word embeddings (IMDB) or telemetry channels over time.
+
+Text (the notes): Embedding(10000, 128) - Conv1D(32, 7) - MaxPool1D(5) - Conv1D(32, 7) - GlobalMaxPool - Dense(1)
+= 1,315,937 parameters. Telemetry (the notes): Conv1D(256, 4, same) - MaxPool1D(2) - Conv1D(128, 2, same) -
+GlobalMaxPool - Dense(k). Both are one stack: convolutions with max pooling between them, a global pooling,
+then dense layers; an embedding in front when the input is token ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cnn_zoo.errors import CnnZooError
+from cnn_zoo.models.layers import activation, dense_stack
+
+GLOBAL_POOLS: dict[str, type[nn.Module]] = {"max": nn.AdaptiveMaxPool1d, "avg": nn.AdaptiveAvgPool1d}
+
+
+def per_layer(name: str, value: int | Sequence[int], count: int) -> list[int]:
+    """One value for every convolution, or a list of exactly `count`."""
+    values = [int(value)] * count if isinstance(value, int) else [int(v) for v in value]
+    if len(values) != count or min(values, default=1) <= 0:
+        raise CnnZooError(f"model.net.{name} must be a positive integer or a list of {count}, got {value!r}")
+    return values
+
+
+def conv_layer(in_channels: int, out_channels: int, kernel_size: int, padding: str) -> list[nn.Module]:
+    """Conv1d with Keras' padding: `valid`, or `same` padded (k-1)//2 on the left and the rest on the right."""
+    if padding == "valid":
+        return [nn.Conv1d(in_channels, out_channels, kernel_size)]
+    if padding != "same":
+        raise CnnZooError(f"model.net.padding must be 'valid' or 'same', got {padding!r}")
+    left = (kernel_size - 1) // 2
+    return [nn.ConstantPad1d((left, kernel_size - 1 - left), 0.0), nn.Conv1d(in_channels, out_channels, kernel_size)]
+
+
+class Conv1DNet(nn.Module):
+    """Conv1D stack: [Embedding] - (Conv1D - act - MaxPool1D) x (n-1) - Conv1D - act - global pool - Dense.
+
+    Token ids of shape (N, L) when `embedding_dim` is set (`vocab_size` comes from the data), else float inputs
+    of shape (N, in_channels, L) (`in_channels` comes from the data). `input_shape` (a data fact) is only used
+    to check at build time that the sequence survives the convolutions and poolings.
+    """
+
+    def __init__(
+        self,
+        num_outputs: int = 1,
+        input_shape: Sequence[int] | None = None,
+        vocab_size: int | None = None,
+        embedding_dim: int | None = None,
+        in_channels: int | None = None,
+        filters: Sequence[int] = (32, 32),
+        kernel_size: int | Sequence[int] = 7,
+        padding: str = "valid",
+        pool_size: int = 5,
+        global_pool: str = "max",
+        dense: Sequence[int] = (),
+        activation_name: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        filters = [int(f) for f in filters]
+        if not filters or min(filters) <= 0:
+            raise CnnZooError(f"model.net.filters must be a non-empty list of positive integers, got {filters!r}")
+        kernels = per_layer("kernel_size", kernel_size, len(filters))
+        if global_pool not in GLOBAL_POOLS:
+            raise CnnZooError(f"model.net.global_pool must be one of {sorted(GLOBAL_POOLS)}, got {global_pool!r}")
+        self.embedding: nn.Embedding | None = None
+        if embedding_dim:
+            if not vocab_size:
+                raise CnnZooError("model.net.embedding_dim needs vocab_size (from text data such as data=imdb)")
+            self.embedding = nn.Embedding(int(vocab_size), int(embedding_dim))
+            channels = int(embedding_dim)
+        elif in_channels:
+            channels = int(in_channels)
+        else:
+            raise CnnZooError(
+                "model.net needs in_channels (from sequence data such as data=telemetry) or embedding_dim (text)"
+            )
+        first_channels = channels
+        layers: list[nn.Module] = []
+        for index, (width, kernel) in enumerate(zip(filters, kernels, strict=True)):
+            layers += [*conv_layer(channels, width, kernel, padding), activation(activation_name)]
+            if index < len(filters) - 1 and int(pool_size) > 1:
+                layers.append(nn.MaxPool1d(int(pool_size)))
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = GLOBAL_POOLS[global_pool](1)
+        self.head = dense_stack(channels, list(dense), int(num_outputs), activation_name, float(dropout))
+        if input_shape:
+            self.check_length(first_channels, int(input_shape[-1]))
+
+    @torch.no_grad()
+    def check_length(self, channels: int, length: int) -> None:
+        """A dummy pass: a sequence too short for the kernels and poolings is a config mistake, said at build time."""
+        try:
+            out = self.features(torch.zeros(1, channels, length))
+        except RuntimeError as err:
+            out, cause = None, err
+        if out is None or out.shape[-1] < 1:
+            raise CnnZooError(
+                f"sequences of length {length} are too short for model.net (kernel sizes, pool_size, padding); "
+                f"use longer sequences (data.max_len / data.window), smaller kernels or padding=same"
+                + (f" ({str(cause).splitlines()[0]})" if out is None else "")
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:
+            x = self.embedding(x).transpose(1, 2)  # (N, L, E) -> (N, E, L): embedding dims are the channels
+        return self.head(self.pool(self.features(x)))

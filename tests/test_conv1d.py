@@ -1,0 +1,87 @@
+"""The Conv1D family: the notes' parameter counts, shapes, Keras 'same' padding, build-time errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cnn_zoo.config import CONFIG_DIR
+from cnn_zoo.errors import CnnZooError
+from cnn_zoo.models import build_net
+from cnn_zoo.models.conv1d import Conv1DNet
+
+
+def net_config(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "model" / f"{name}.yaml").net)
+
+
+def parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_text_model_matches_the_notes_parameter_count_and_output() -> None:
+    facts = {"num_classes": 2, "vocab_size": 10000, "input_shape": [500], "input_dtype": "int64"}
+    net = build_net(net_config("conv1d_text"), facts)
+    # Keras summary of the notes: Embedding 1,280,000 + Conv1D 28,704 + Conv1D 7,200 + Dense 33
+    assert parameters(net) == 1_315_937
+    assert parameters(net.embedding) == 1_280_000
+    out = net(torch.randint(0, 10000, (3, 500)))
+    assert out.shape == (3, 1)  # binary: one logit
+    # 500 -conv7-> 494 -pool5-> 98 -conv7-> 92
+    assert net.features(torch.zeros(1, 128, 500)).shape == (1, 32, 92)
+
+
+def test_telemetry_model_takes_its_channels_from_the_data() -> None:
+    window = build_net(net_config("conv1d_telemetry"), {"num_classes": 3, "in_channels": 15, "input_shape": [15, 64]})
+    # Conv1D(256,4): 15*256*4+256; Conv1D(128,2): 256*128*2+128; Dense(3): 128*3+3
+    assert parameters(window) == 15_616 + 65_664 + 387
+    assert window(torch.randn(5, 15, 64)).shape == (5, 3)
+    # 'same' keeps the length, only the pooling halves it
+    assert window.features(torch.zeros(1, 15, 64)).shape == (1, 128, 32)
+    row = build_net(net_config("conv1d_telemetry"), {"num_classes": 2, "in_channels": 1, "input_shape": [1, 15]})
+    assert row(torch.randn(4, 1, 15)).shape == (4, 1)
+    assert parameters(row) == (1 * 256 * 4 + 256) + 65_664 + 129
+
+
+def test_same_padding_with_an_even_kernel_pads_like_keras() -> None:
+    """Keras 'same', kernel 4: one zero on the left, two on the right; output position i sees inputs i-1..i+2."""
+    net = Conv1DNet(in_channels=1, filters=[1], kernel_size=4, padding="same", num_outputs=1)
+    conv = net.features[1]
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0, 10.0, 100.0, 1000.0]]]))
+        conv.bias.zero_()
+    out = net.features[:2](torch.tensor([[[1.0, 2.0, 3.0]]]))
+    # position 0: [0, 1, 2, 3]; position 2: [2, 3, 0, 0]
+    assert out.flatten().tolist() == [3210.0, 321.0, 32.0]
+
+
+def test_dense_layers_and_dropout_are_configurable() -> None:
+    net = Conv1DNet(
+        in_channels=2, filters=[4, 4], kernel_size=[3, 2], pool_size=2, dense=[8], dropout=0.5, num_outputs=3
+    )
+    kinds = [type(layer).__name__ for layer in net.head]
+    assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear"]
+    assert net(torch.randn(2, 2, 20)).shape == (2, 3)
+
+
+def test_sequences_too_short_for_the_stack_are_a_config_error() -> None:
+    with pytest.raises(CnnZooError, match="length 10 are too short"):
+        build_net(net_config("conv1d_text"), {"num_classes": 2, "vocab_size": 50, "input_shape": [10]})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"filters": [8]}, "needs in_channels"),
+        ({"embedding_dim": 8, "filters": [8]}, "needs vocab_size"),
+        ({"in_channels": 2, "filters": [8, 8], "kernel_size": [3]}, "kernel_size must be"),
+        ({"in_channels": 2, "filters": [8], "padding": "causal"}, "padding must be"),
+        ({"in_channels": 2, "filters": [8], "global_pool": "sum"}, "global_pool must be"),
+    ],
+)
+def test_bad_model_settings_name_the_option(kwargs: dict, message: str) -> None:
+    with pytest.raises(CnnZooError, match=message):
+        Conv1DNet(num_outputs=1, **kwargs)
