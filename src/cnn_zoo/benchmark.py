@@ -73,7 +73,9 @@ def run_experiment(
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     def cell(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):  # fractions (accuracy, F1) to 4 places, durations to 0.1 s
+            return f"{value:.4f}" if abs(value) < 1 else f"{value:.1f}"
+        return str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
