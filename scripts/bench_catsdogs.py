@@ -13,12 +13,11 @@ Targets: scratch >= 75%, catsdogs_aug >= 85% test accuracy; TTA >= plain. The no
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from datetime import datetime
 from pathlib import Path
 
-from cnn_zoo.benchmark import machine, run_experiment
+from cnn_zoo.benchmark import run_experiment, write_report
 
 TARGETS = {"catsdogs_scratch": 0.75, "catsdogs_aug": 0.85}
 NOTES = {"catsdogs_scratch": 0.726, "catsdogs_aug": 0.75}
@@ -56,8 +55,6 @@ def run(experiment: str, epochs: int, image_size: int, budget_s: float, out: Pat
 
 def table(rows: list[dict]) -> str:
     lines = [
-        f"cats_and_dogs_small benchmark ({datetime.now():%Y-%m-%d %H:%M}, {machine()})",
-        "",
         "| experiment | px | epochs (max) | s/epoch | test acc | test acc TTA (hflip) | notes | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -85,9 +82,7 @@ def main() -> None:
     for experiment, max_epochs, budget in zip(args.experiments, epochs, budgets, strict=True):
         rows.append(run(experiment, max_epochs, args.image_size, budget * 60, args.out, args.overrides))
         print(table(rows), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "catsdogs.md").write_text(table(rows) + "\n")
-    (args.out / "catsdogs.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_report(args.out, "catsdogs", "cats_and_dogs_small benchmark", table(rows), rows)
 
 
 if __name__ == "__main__":

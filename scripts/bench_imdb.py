@@ -11,11 +11,10 @@ accuracy. The notes' Keras model: about 83-85% validation accuracy.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 
-from cnn_zoo.benchmark import markdown_table, run_experiment, stamp
+from cnn_zoo.benchmark import markdown_table, run_experiment, write_report
 
 TARGET = 0.88
 
@@ -40,13 +39,10 @@ def main() -> None:
         "met": "yes" if metrics["test/acc"] >= TARGET else "no",
         "run": str(run_dir),
     }
-    report = f"IMDB benchmark ({stamp()})\n\n" + markdown_table(
+    table = markdown_table(
         [row], ["model", "settings", "epochs", "s/epoch", "best val acc", "test acc", "target", "met"]
     )
-    print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "imdb.md").write_text(report + "\n")
-    (args.out / "imdb.json").write_text(json.dumps(row, indent=2) + "\n")
+    write_report(args.out, "imdb", "IMDB benchmark", table, row)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ Prints a markdown table (epochs, seconds per epoch, test accuracy) and writes it
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 
-from cnn_zoo.benchmark import markdown_table, run_experiment, stamp
+from cnn_zoo.benchmark import markdown_table, run_experiment, write_report
 
 EXPERIMENTS = {"lenet": "mnist_lenet", "mnist_cnn": "mnist_cnn"}
 TARGETS = {"lenet": 0.990, "mnist_cnn": 0.989}
@@ -41,13 +40,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     args = parser.parse_args()
     rows = [run(model, args.epochs, args.out) for model in args.models]
-    report = f"MNIST benchmark ({stamp()})\n\n" + markdown_table(
-        rows, ["model", "epochs", "s/epoch", "test acc", "target", "met"]
-    )
-    print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "mnist.md").write_text(report + "\n")
-    (args.out / "mnist.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown_table(rows, ["model", "epochs", "s/epoch", "test acc", "target", "met"])
+    write_report(args.out, "mnist", "MNIST benchmark", table, rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Prints a markdown table (accuracy, macro-F1, per-class recall) and writes it wit
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from cnn_zoo.benchmark import markdown_table, run_experiment, stamp
+from cnn_zoo.benchmark import markdown_table, run_experiment, write_report
 from cnn_zoo.config import compose_train_config
 from cnn_zoo.data.telemetry import as_arrays
 from cnn_zoo.inference import load_classifier
@@ -124,11 +123,7 @@ def main() -> None:
         "s/epoch",
         "beats baselines",
     ]
-    report = f"Telemetry benchmark ({stamp()})\n\n" + markdown_table(rows, columns)
-    print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "telemetry.md").write_text(report + "\n")
-    (args.out / "telemetry.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_report(args.out, "telemetry", "Telemetry benchmark", markdown_table(rows, columns), rows)
 
 
 if __name__ == "__main__":

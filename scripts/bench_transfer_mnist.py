@@ -19,12 +19,11 @@ Transfer must clearly beat scratch.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from datetime import datetime
 from pathlib import Path
 
-from cnn_zoo.benchmark import markdown_table, run_experiment, stamp
+from cnn_zoo.benchmark import markdown_table, run_experiment, write_report
 
 BACKBONE = [
     "model=resnet50_frozen",
@@ -134,16 +133,9 @@ def main() -> None:
         wins = all(r["test_acc"] >= scratch + 0.03 for r in trio[1:])
         verdicts.append(f"{per_class}/class: both transfers beat scratch by >= 3 points: {'yes' if wins else 'NO'}")
         print(markdown_table(rows, columns), flush=True)
-    text = (
-        f"MNIST transfer benchmark ({stamp()})\n\n"
-        + markdown_table(rows, columns)
-        + "\n\n"
-        + "\n".join(verdicts)
-        + "\n"
+    write_report(
+        args.out.parent, "transfer_mnist", "MNIST transfer benchmark", markdown_table(rows, columns), rows, verdicts
     )
-    print(text, flush=True)
-    (args.out.parent / "transfer_mnist.md").write_text(text)
-    (args.out.parent / "transfer_mnist.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ outputs/benchmarks/transfer_speed.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
 
-from cnn_zoo.benchmark import markdown_table, run_experiment, stamp
+from cnn_zoo.benchmark import markdown_table, run_experiment, write_report
 
 FULL_TRAIN = 2000
 VARIANTS = {
@@ -106,18 +105,12 @@ def main() -> None:
         by = {r["variant"]: r for r in rows if r["backbone"] == arch}
         ratio = by["frozen, uncached"]["later epochs s"] / by["frozen, cached"]["later epochs s"]
         speedups.append(f"{arch}: cached features make epochs 2+ {ratio:.0f}x faster than uncached")
-    text = (
-        f"Transfer-learning epoch times, 180x180, batch 32, CPU ({stamp()})\n\n"
-        f"Measured on {2 * args.per_class} training images ({args.per_class} per class) of cats_and_dogs_small; "
-        f"the 2,000-image columns scale that linearly.\n\n"
-        + markdown_table(rows, columns)
-        + "\n\n"
-        + "\n".join(speedups)
+    title = (
+        "Transfer-learning epoch times, 180x180, batch 32, CPU; measured on "
+        f"{2 * args.per_class} training images ({args.per_class} per class) of cats_and_dogs_small, the 2,000-image "
+        "columns scale that linearly"
     )
-    print(text, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transfer_speed.md").write_text(text + "\n")
-    (args.out / "transfer_speed.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_report(args.out, "transfer_speed", title, markdown_table(rows, columns), rows, speedups)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -84,3 +85,13 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 def stamp() -> str:
     return f"{datetime.now():%Y-%m-%d %H:%M}, {machine()}"
+
+
+def write_report(out: Path, name: str, title: str, table: str, rows: Any, notes: Sequence[str] = ()) -> str:
+    """Print `<title> (<date, machine>)`, the table and notes; write them to <out>/<name>.md, the raw rows to .json."""
+    text = "\n\n".join([f"{title} ({stamp()})", table, *(["\n".join(notes)] if notes else [])])
+    print(text, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(text + "\n")
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return text

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, open_dict
 
 from cnn_zoo.classifier import Classifier
@@ -17,6 +16,7 @@ from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.transforms import is_image_file
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.pipeline import build_trainer, instantiate
+from cnn_zoo.torch_files import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,7 @@ def load_classifier(ckpt_path: str | Path | None, tta: dict[str, Any] | None = N
     """The Classifier saved in `ckpt_path`, on CPU, with the test-time augmentation asked for now."""
     if not ckpt_path:
         raise CnnZooError("ckpt_path is required: ckpt_path=outputs/runs/<run>/checkpoints/<name>.ckpt")
-    path = Path(str(ckpt_path)).expanduser().resolve()
-    if not path.is_file():
-        raise CnnZooError(f"checkpoint not found: {path}; pass ckpt_path=<run folder>/checkpoints/<name>.ckpt")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CnnZooError(f"cannot read checkpoint {path}: {str(err).splitlines()[0][:200]}") from err
+    path, checkpoint = load_torch_file(ckpt_path, "checkpoint", "pass ckpt_path=<run folder>/checkpoints/<name>.ckpt")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "data" not in hparams or "net" not in hparams:
         raise CnnZooError(f"{path} is not a cnn_zoo checkpoint (no network config and data facts inside)")

@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.torch_files import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,7 @@ def imagenet_state_dict(arch: str, weights: str = "imagenet") -> dict[str, torch
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a state dict file; a Lightning or training-script checkpoint's `state_dict` is unwrapped."""
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise CnnZooError(f"weights file not found: {path}; set model.net.weights_path to a state dict file")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CnnZooError(f"cannot read weights file {path}: {str(err).splitlines()[0][:200]}") from err
+    path, content = load_torch_file(path, "weights file", "set model.net.weights_path to a state dict file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(content, dict) and isinstance(content.get(key), dict):
             content = content[key]
