@@ -48,11 +48,12 @@ def reproduce(name: str, out: Path, max_epochs: int | None, budget_min: float | 
         budget_s = budget_min * 60 if budget_min else None
         metrics, timer = run_experiment(overrides, out / name, budget_s=budget_s, verbose=True)
     except CnnZooError as err:
-        return {**row, "ours": f"not run: {err}"}
-    extra = f" (TTA {metrics['test/acc_tta']:.2%})" if "test/acc_tta" in metrics else ""
+        return {**row, "ours": f"not run: {str(err).split(' (')[0]}"}  # the reason's first clause
+    tta_note = f" (TTA {metrics['test/acc_tta']:.2%})" if "test/acc_tta" in metrics else ""
     return {
         **row,
-        "ours": f"{metrics['test/acc']:.2%} test{extra}",
+        "ours": f"{metrics['test/acc']:.2%} test{tta_note}",
+        "test F1": round(metrics["test/f1"], 4),
         "epochs": len(timer.durations),
         "s/epoch": round(timer.mean, 1),
     }
@@ -73,7 +74,7 @@ def main() -> None:
     for name in args.only:
         rows_by_name[name] = reproduce(name, args.out, args.max_epochs, args.budget_min, args.overrides)
         rows = [rows_by_name[n] for n in NOTES if n in rows_by_name]
-        table = markdown_table(rows, ["experiment", "notes", "ours", "epochs", "s/epoch", "machine", "date"])
+        table = markdown_table(rows, ["experiment", "notes", "ours", "test F1", "epochs", "s/epoch", "machine", "date"])
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "reproduction.md").write_text(table + "\n")  # rewritten after each: a partial run keeps its rows
         (args.out / "reproduction.json").write_text(json.dumps(rows, indent=2) + "\n")
