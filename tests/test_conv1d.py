@@ -67,6 +67,33 @@ def test_dense_layers_and_dropout_are_configurable() -> None:
     assert net(torch.randn(2, 2, 20)).shape == (2, 3)
 
 
+def test_channel_embedding_dropout_drops_whole_embedding_dimensions_in_training_only() -> None:
+    torch.manual_seed(0)
+    net = Conv1DNet(
+        vocab_size=20,
+        embedding_dim=16,
+        filters=[4],
+        kernel_size=3,
+        embedding_dropout=0.5,
+        embedding_dropout_mode="channel",
+    )
+    tokens = torch.randint(1, 20, (2, 12))
+    embedded = net.embedding_dropout(net.embedding(tokens).transpose(1, 2))  # (N, E, L)
+    dropped = (embedded == 0).all(dim=2)  # whole dimensions zero along the review
+    assert dropped.any() and not dropped.all()
+    assert ((embedded == 0).any(dim=2) == dropped).all()  # nothing dropped word by word
+    net.eval()
+    assert torch.equal(net(tokens), net(tokens))
+
+
+def test_element_embedding_dropout_is_the_default_mode_and_is_off_at_zero() -> None:
+    assert isinstance(
+        Conv1DNet(vocab_size=20, embedding_dim=8, filters=[4], kernel_size=3).embedding_dropout, torch.nn.Identity
+    )
+    layer = Conv1DNet(vocab_size=20, embedding_dim=8, filters=[4], kernel_size=3, embedding_dropout=0.2)
+    assert type(layer.embedding_dropout) is torch.nn.Dropout and layer.embedding_dropout.p == 0.2
+
+
 def test_sequences_too_short_for_the_stack_are_a_config_error() -> None:
     with pytest.raises(CnnZooError, match="length 10 are too short"):
         build_net(net_config("conv1d_text"), {"num_classes": 2, "vocab_size": 50, "input_shape": [10]})
@@ -76,6 +103,17 @@ def test_sequences_too_short_for_the_stack_are_a_config_error() -> None:
     ("kwargs", "message"),
     [
         ({"filters": [8]}, "needs in_channels"),
+        ({"vocab_size": 9, "embedding_dim": 8, "filters": [8], "embedding_dropout": 1.0}, "embedding_dropout must"),
+        (
+            {
+                "vocab_size": 9,
+                "embedding_dim": 8,
+                "filters": [8],
+                "embedding_dropout": 0.1,
+                "embedding_dropout_mode": "word",
+            },
+            "embedding_dropout_mode must",
+        ),
         ({"embedding_dim": 8, "filters": [8]}, "needs vocab_size"),
         ({"in_channels": 2, "filters": [8, 8], "kernel_size": [3]}, "kernel_size must be"),
         ({"in_channels": 2, "filters": [8], "padding": "causal"}, "padding must be"),

@@ -37,6 +37,19 @@ def conv_layer(in_channels: int, out_channels: int, kernel_size: int, padding: s
     return [nn.ConstantPad1d((left, kernel_size - 1 - left), 0.0), nn.Conv1d(in_channels, out_channels, kernel_size)]
 
 
+EMBEDDING_DROPOUTS: dict[str, type[nn.Module]] = {"element": nn.Dropout, "channel": nn.Dropout1d}
+
+
+def embedding_dropout_layer(rate: float, mode: str) -> nn.Module:
+    """Dropout on the embedded words: `element` as Keras' Dropout after Embedding, `channel` as SpatialDropout1D
+    (whole embedding dimensions dropped for the full review), the usual regulariser of small text CNNs."""
+    if mode not in EMBEDDING_DROPOUTS:
+        raise CnnZooError(f"model.net.embedding_dropout_mode must be one of {sorted(EMBEDDING_DROPOUTS)}, got {mode!r}")
+    if not 0.0 <= rate < 1.0:
+        raise CnnZooError(f"model.net.embedding_dropout must be in [0, 1), got {rate!r}")
+    return EMBEDDING_DROPOUTS[mode](rate) if rate > 0 else nn.Identity()
+
+
 class Conv1DNet(nn.Module):
     """Conv1D stack: [Embedding] - (Conv1D - act - MaxPool1D) x (n-1) - Conv1D - act - global pool - Dense.
 
@@ -60,6 +73,8 @@ class Conv1DNet(nn.Module):
         dense: Sequence[int] = (),
         activation_name: str = "relu",
         dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
+        embedding_dropout_mode: str = "element",
     ) -> None:
         super().__init__()
         filters = [int(f) for f in filters]
@@ -73,6 +88,7 @@ class Conv1DNet(nn.Module):
             if not vocab_size:
                 raise CnnZooError("model.net.embedding_dim needs vocab_size (from text data such as data=imdb)")
             self.embedding = nn.Embedding(int(vocab_size), int(embedding_dim))
+            self.embedding_dropout = embedding_dropout_layer(float(embedding_dropout), embedding_dropout_mode)
             channels = int(embedding_dim)
         elif in_channels:
             channels = int(in_channels)
@@ -110,4 +126,5 @@ class Conv1DNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embedding is not None:
             x = self.embedding(x).transpose(1, 2)  # (N, L, E) -> (N, E, L): embedding dims are the channels
+            x = self.embedding_dropout(x)
         return self.head(self.pool(self.features(x)))
