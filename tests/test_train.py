@@ -164,3 +164,29 @@ def test_mixed_precision_runs_on_cpu(compose_cfg, mnist_root: Path) -> None:
     )
     metrics = train(cfg)
     assert metrics["test/loss"] > 0
+
+
+def test_channels_last_changes_the_layout_not_the_function(compose_cfg, mnist_root: Path) -> None:
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn"))
+    facts = build_datamodule(cfg).facts
+    torch.manual_seed(0)
+    plain = build_classifier(cfg, facts).eval()
+    nhwc = build_classifier(
+        compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn", "model.channels_last=true")), facts
+    ).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    conv = [m for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d)][1].weight  # 32 input channels
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.allclose(plain(x), nhwc(x), atol=1e-5)
+
+
+def test_bf16_channels_last_training_gives_a_float32_checkpoint_that_reloads(
+    compose_cfg, mnist_root: Path, tmp_path: Path
+) -> None:
+    extra = ("trainer.max_epochs=2", "logger=none", "trainer.precision=bf16-mixed", "model.channels_last=true")
+    metrics = train(compose_cfg(*mnist_overrides(mnist_root, *extra)))
+    assert metrics["test/acc"] > 0.3  # 10 classes: it learned in bf16
+    model = Classifier.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert model.hparams.channels_last and all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.probabilities(torch.zeros(2, 10, dtype=torch.bfloat16)).dtype == torch.float32

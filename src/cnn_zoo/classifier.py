@@ -65,12 +65,15 @@ class Classifier(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         tta: dict[str, Any] | None = None,
         class_weights: str | list[float] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.num_classes = int(data["num_classes"])
         self.binary = self.num_classes == 2
         self.net = build_net(net, data)
+        if channels_last:  # NHWC: with bf16 autocast on AMX/AVX512-BF16 CPUs (and on GPUs) convolutions run 2-4x faster
+            self.net.to(memory_format=torch.channels_last)
         if "load_weights" in inspect.signature(type(self.net)).parameters:
             # pretrained weights end up in the state dict: a checkpoint rebuilds the net without fetching them again
             self.hparams["net"] = {**net, "load_weights": False}
@@ -88,6 +91,8 @@ class Classifier(L.LightningModule):
 
     # ----------------------------------------------------------------- forward and loss
     def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.get("channels_last") and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -100,6 +105,7 @@ class Classifier(L.LightningModule):
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Binary: P(class 1) of shape (N,); multi-class: softmax of shape (N, C)."""
+        logits = logits.float()  # mixed precision: probabilities and metrics in float32
         return torch.sigmoid(logits.squeeze(1)) if self.binary else torch.softmax(logits, dim=1)
 
     def class_probabilities(self, probs: Tensor) -> Tensor:

@@ -52,6 +52,7 @@ def build_classifier(cfg: DictConfig, facts: dict[str, Any]) -> Classifier:
         scheduler=to_plain(cfg.get("scheduler")) or None,
         tta=to_plain(cfg.get("tta")) or None,
         class_weights=to_plain(cfg.model.get("class_weights")),
+        channels_last=bool(cfg.model.get("channels_last", False)),
     )
 
 
