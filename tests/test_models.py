@@ -34,6 +34,19 @@ def test_catsdogs_small_cnn_has_the_course_parameter_count() -> None:
     assert net(torch.zeros(2, 3, 180, 180)).shape == (2, 1)  # binary: one logit
 
 
+def test_batch_norm_variant_replaces_conv_biases_by_normalisation() -> None:
+    facts = {"num_classes": 2, "in_channels": 3, "input_size": [150, 150]}
+    spec = {"_target_": "cnn_zoo.models.small_cnn.SmallCNN", "filters": [32, 64, 128, 256, 256], "dense": []}
+    plain, normed = build_net(spec, facts), build_net({**spec, "batch_norm": True}, facts)
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [n.num_features for n in norms] == [32, 64, 128, 256, 256]
+    convs = [m for m in normed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.bias is None for c in convs)
+    # each layer: minus its conv bias (width), plus BN scale and shift (2 x width)
+    assert count(normed) == count(plain) + sum(n.num_features for n in norms)
+    assert normed(torch.zeros(2, 3, 150, 150)).shape == (2, 1)
+
+
 def test_lenet_uses_5x5_convolutions_and_average_pooling() -> None:
     net = build_net({"_target_": "cnn_zoo.models.lenet.LeNet"}, MNIST_FACTS)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
