@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cnn_zoo.benchmark import run_experiment, write_report
+from cnn_zoo.benchmark import names_and_overrides, run_experiment, write_report
 
 TARGETS = {"catsdogs_scratch": 0.75, "catsdogs_aug": 0.85}
 NOTES = {"catsdogs_scratch": 0.726, "catsdogs_aug": 0.75}
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment")
     args = parser.parse_args()
+    args.experiments, args.overrides = names_and_overrides(parser, args.experiments, args.overrides, list(TARGETS))
     epochs = args.epochs * len(args.experiments) if len(args.epochs) == 1 else args.epochs
     budgets = args.budget_min * len(args.experiments) if len(args.budget_min) == 1 else args.budget_min
     rows = []

@@ -18,7 +18,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from cnn_zoo.benchmark import machine, markdown_table, run_experiment
+from cnn_zoo.benchmark import machine, markdown_table, names_and_overrides, run_experiment
 from cnn_zoo.errors import CnnZooError
 
 # experiment -> what the course notes report for it
@@ -61,13 +61,14 @@ def reproduce(name: str, out: Path, max_epochs: int | None, budget_min: float | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=list(NOTES), default=list(NOTES))
+    parser.add_argument("--only", nargs="+", default=list(NOTES), help=f"experiments, of: {' '.join(NOTES)}")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap every experiment's epochs (smoke runs)")
     parser.add_argument("--budget-min", type=float, default=None, help="wall-clock minutes per experiment")
     parser.add_argument("--merge", action="store_true", help="keep the other experiments' rows of an earlier run")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduction"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every experiment (shown in the table)")
     args = parser.parse_args()
+    args.only, args.overrides = names_and_overrides(parser, args.only, args.overrides, list(NOTES))
     earlier = args.out / "reproduction.json"
     kept = json.loads(earlier.read_text()) if args.merge and earlier.is_file() else []
     rows_by_name = {row["experiment"].split(" ")[0]: row for row in kept}

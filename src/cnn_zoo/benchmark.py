@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -46,6 +47,16 @@ class EpochTimer(L.Callback):
     @property
     def mean(self) -> float:
         return sum(self.durations) / len(self.durations) if self.durations else float("nan")
+
+
+def names_and_overrides(
+    parser: argparse.ArgumentParser, names: list[str], overrides: list[str], known: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """`--only a b key=value`: argparse gives the overrides to the name list; hand them back, check the names."""
+    unknown = sorted({n for n in names if "=" not in n} - set(known))
+    if unknown:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return [n for n in names if "=" not in n], [n for n in names if "=" in n] + overrides
 
 
 def machine() -> str:
