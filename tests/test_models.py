@@ -47,6 +47,13 @@ def test_batch_norm_variant_replaces_conv_biases_by_normalisation() -> None:
     assert normed(torch.zeros(2, 3, 150, 150)).shape == (2, 1)
 
 
+def test_images_too_small_for_the_network_are_a_config_error() -> None:
+    facts = {"num_classes": 2, "in_channels": 3, "input_size": [48, 48]}
+    spec = {"_target_": "cnn_zoo.models.small_cnn.SmallCNN", "filters": [32, 64, 128, 256, 256], "dense": []}
+    with pytest.raises(CnnZooError, match="images of 48x48 pixels are too small for model.net.*data.image_size"):
+        build_net(spec, facts)
+
+
 def test_lenet_uses_5x5_convolutions_and_average_pooling() -> None:
     net = build_net({"_target_": "cnn_zoo.models.lenet.LeNet"}, MNIST_FACTS)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -19,9 +19,17 @@ def activation(name: str) -> nn.Module:
 @torch.no_grad()
 def flat_size(features: nn.Module, in_channels: int, input_size: list[int] | tuple[int, ...]) -> int:
     """Feature count after `features` for one input: the Flatten-Dense boundary, without LazyLinear."""
+    from cnn_zoo.errors import CnnZooError
+
     was_training = features.training
     features.eval()
-    out = features(torch.zeros(1, in_channels, *input_size))
+    try:
+        out = features(torch.zeros(1, in_channels, *input_size))
+    except RuntimeError as err:
+        raise CnnZooError(
+            f"images of {'x'.join(map(str, input_size))} pixels are too small for model.net's convolutions and "
+            f"poolings; use a larger data.image_size ({str(err).splitlines()[0]})"
+        ) from None
     features.train(was_training)
     return out.numel()
 
