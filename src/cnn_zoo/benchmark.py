@@ -84,13 +84,14 @@ def run_experiment(
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):  # fractions (accuracy, F1) to 4 places, durations to 0.1 s
-            return f"{value:.4f}" if abs(value) < 1 else f"{value:.1f}"
+    def cell(value: Any, column: str) -> str:
+        if isinstance(value, float):  # durations to 0.1 s; fractions (accuracy, F1) to 4 places
+            duration = column.startswith("s/") or "sec" in column or abs(value) >= 1
+            return f"{value:.1f}" if duration else f"{value:.4f}"
         return str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row.get(c, ""), c) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
