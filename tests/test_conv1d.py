@@ -58,6 +58,17 @@ def test_same_padding_with_an_even_kernel_pads_like_keras() -> None:
     assert out.flatten().tolist() == [3210.0, 321.0, 32.0]
 
 
+def test_last_step_pooling_reads_the_final_position_and_max_last_keeps_both() -> None:
+    features = torch.tensor([[[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]]])  # (N=1, C=2, L=3)
+    last = Conv1DNet(in_channels=2, filters=[2], kernel_size=1, global_pool="last", num_outputs=1)
+    both = Conv1DNet(in_channels=2, filters=[2], kernel_size=1, global_pool="max_last", num_outputs=1)
+    assert last.pool(features).flatten().tolist() == [2.0, 3.0]
+    assert both.pool(features).flatten().tolist() == [5.0, 3.0, 2.0, 3.0]
+    # the head is sized for the pooled width: 2 channels in, 4 after max_last
+    assert last.head[-1].in_features == 2 and both.head[-1].in_features == 4
+    assert both(torch.randn(3, 2, 8)).shape == (3, 1)
+
+
 def test_dense_layers_and_dropout_are_configurable() -> None:
     net = Conv1DNet(
         in_channels=2, filters=[4, 4], kernel_size=[3, 2], pool_size=2, dense=[8], dropout=0.5, num_outputs=3

@@ -225,6 +225,18 @@ def test_all_nominal_training_file_explains_how_to_split_real_channels(channel: 
         dm.setup()
 
 
+def test_a_class_missing_from_the_training_part_says_how_to_split_instead(tmp_path: Path) -> None:
+    labels = np.zeros(200, dtype=int)
+    labels[20:40], labels[165:195] = 1, 2  # class 2 only after the chronological training part (70%)
+    counter_csv(tmp_path / "late.csv", n_rows=200, labels=labels)
+    dm = TelemetryDataModule(data_dir=str(tmp_path), path="late.csv", window=8, split="chronological")
+    with pytest.raises(CnnZooError, match=r"classes \['2'\] have no training windows .* use split=episodes"):
+        dm.setup()
+    dm = TelemetryDataModule(data_dir=str(tmp_path), path="late.csv", window=8, split="episodes")
+    dm.setup()
+    assert dm.facts["split_class_counts"]["train"][2] > 0
+
+
 # ---------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("mode", ["window", "row"])
 def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, channel: Path, mode: str) -> None:

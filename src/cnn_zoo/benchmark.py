@@ -95,6 +95,25 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines)
 
 
+def mean_over_seeds(
+    rows: Sequence[dict[str, Any]], keys: Sequence[str], metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per distinct `keys`: each metric's mean over the seeds, and the first metric seed by seed.
+
+    A test split with a few positive samples makes one seed's score noisy: compare means, show the spread.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    summary = []
+    for values, group in groups.items():
+        row = dict(zip(keys, values, strict=True)) | {"seeds": len(group)}
+        row |= {metric: round(sum(r[metric] for r in group) / len(group), 4) for metric in metrics}
+        row[f"{metrics[0]} per seed"] = " ".join(f"{r[metrics[0]]:.3f}" for r in group)
+        summary.append(row)
+    return summary
+
+
 def stamp() -> str:
     return f"{datetime.now():%Y-%m-%d %H:%M}, {machine()}"
 

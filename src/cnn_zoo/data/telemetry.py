@@ -416,10 +416,22 @@ class TelemetryDataModule(ZooDataModule):
         train_counts = np.bincount(labels["train"], minlength=num_classes)
         missing = [self.names(num_classes)[c] for c in range(num_classes) if train_counts[c] == 0]
         if missing:
+            unit = "windows" if self.mode == "window" else "rows"
+            if not self.path:
+                how = (
+                    "real telemanom *_train.csv files are all nominal: split the channel's test file "
+                    "(or train+test as data.path=[...]) instead"
+                )
+            elif self.split == "chronological":
+                how = "the chronological split put all their rows after the training part: use split=episodes"
+            else:
+                how = (
+                    f"their episodes are short for the {self.split} split's pieces (data.window={self.window}, "
+                    f"data.block_size={self.block_size}): use a smaller data.window or data.block_size"
+                )
             raise CnnZooError(
-                f"classes {missing} have no training {'windows' if self.mode == 'window' else 'rows'} "
-                f"({self.describe_source()}); every class needs training examples. Real telemanom *_train.csv files "
-                "are all nominal: split the channel's test file (or train+test as data.path=[...]) instead"
+                f"classes {missing} have no training {unit} ({self.describe_source()}); every class needs "
+                f"training examples: {how}"
             )
         for name in ("val", "test"):
             absent = [self.names(num_classes)[c] for c in np.setdiff1d(np.arange(num_classes), labels[name])]

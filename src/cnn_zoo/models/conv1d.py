@@ -16,7 +16,28 @@ from torch import nn
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models.layers import activation, dense_stack
 
-GLOBAL_POOLS: dict[str, type[nn.Module]] = {"max": nn.AdaptiveMaxPool1d, "avg": nn.AdaptiveAvgPool1d}
+class LastStep(nn.Module):
+    """The features of the sequence's last position, (N, C, L) -> (N, C, 1): what a window labelled by its last
+    time step is about (a causal, TCN-style read-out), where max and average pooling forget positions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., -1:]
+
+
+class MaxAndLast(nn.Module):
+    """Global max pooling (a pattern anywhere in the sequence) beside the last position's features: (N, 2C, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.amax(dim=-1, keepdim=True), x[..., -1:]], dim=1)
+
+
+GLOBAL_POOLS: dict[str, type[nn.Module]] = {
+    "max": nn.AdaptiveMaxPool1d,
+    "avg": nn.AdaptiveAvgPool1d,
+    "last": LastStep,
+    "max_last": MaxAndLast,
+}
+POOLED_WIDTH = {"max_last": 2}  # channels out of the global pooling per channel in
 
 
 def per_layer(name: str, value: int | Sequence[int], count: int) -> list[int]:
@@ -104,8 +125,9 @@ class Conv1DNet(nn.Module):
                 layers.append(nn.MaxPool1d(int(pool_size)))
             channels = width
         self.features = nn.Sequential(*layers)
-        self.pool = GLOBAL_POOLS[global_pool](1)
-        self.head = dense_stack(channels, list(dense), int(num_outputs), activation_name, float(dropout))
+        self.pool = GLOBAL_POOLS[global_pool](1) if global_pool in ("max", "avg") else GLOBAL_POOLS[global_pool]()
+        pooled = channels * POOLED_WIDTH.get(global_pool, 1)
+        self.head = dense_stack(pooled, list(dense), int(num_outputs), activation_name, float(dropout))
         if input_shape:
             self.check_length(first_channels, int(input_shape[-1]))
 
