@@ -16,6 +16,7 @@ from torch import nn
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models.layers import activation, dense_stack
 
+
 class LastStep(nn.Module):
     """The features of the sequence's last position, (N, C, L) -> (N, C, 1): what a window labelled by its last
     time step is about (a causal, TCN-style read-out), where max and average pooling forget positions."""
