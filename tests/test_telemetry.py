@@ -98,6 +98,40 @@ def test_stratified_split_puts_every_class_in_every_split_and_follows_the_seed(c
     assert all(min(per_class) > 0 for per_class in rows.values())
 
 
+def test_blocked_k_fold_tests_every_block_once_and_keeps_each_fold_leak_free(tmp_path: Path) -> None:
+    labels = np.repeat([0, 1, 0, 2, 0], [120, 100, 140, 100, 140])
+    counter_csv(tmp_path / "series.csv", 600, labels)
+
+    def fold(index: int) -> dict[str, set[int]]:
+        dm = TelemetryDataModule(
+            data_dir=str(tmp_path), path="series.csv", window=8, folds=3, fold=index, standardize=False
+        )
+        dm.setup()
+        assert dm.facts["split_class_counts"]["train"][1:] != [0, 0]
+        return {
+            name: set(as_arrays(ds)[0][:, 0, -1].astype(int).tolist())  # each window's last row (f0 = row index)
+            for name, ds in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set))
+        }
+
+    folds = [fold(i) for i in range(3)]
+    tested = [f["test"] for f in folds]
+    assert not (tested[0] & tested[1]) and not (tested[0] & tested[2]) and not (tested[1] & tested[2])
+    # over the k folds each block of 16 rows (2 x window) is tested once: every window inside a block
+    assert {row for row in range(600) if row % 16 >= 7} <= set().union(*tested)
+    for parts in folds:  # within a fold no window of one part shares a row with a window of another
+        spans = {name: {r - k for r in ends for k in range(8)} for name, ends in parts.items()}
+        assert not (spans["train"] & spans["test"]) and not (spans["val"] & spans["test"])
+    assert fold(1) == folds[1]  # the fold assignment follows the seed, not the fold asked for
+
+
+def test_fold_settings_are_checked(tmp_path: Path) -> None:
+    counter_csv(tmp_path / "series.csv", 200)
+    with pytest.raises(CnnZooError, match="data.folds must be >= 2 and data.fold in 0..folds-1"):
+        TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", folds=3, fold=3)
+    with pytest.raises(CnnZooError, match="data.folds needs data.path and split=stratified"):
+        TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", folds=3, split="chronological")
+
+
 def test_episode_split_cuts_every_labelled_run_in_time_order(tmp_path: Path) -> None:
     labels = np.repeat([0, 1, 0, 2, 0], [100, 50, 100, 50, 100])
     counter_csv(tmp_path / "series.csv", 400, labels)

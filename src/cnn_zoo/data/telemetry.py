@@ -133,6 +133,22 @@ def stratified_parts(labels: np.ndarray, fractions: dict[str, float], rng: np.ra
     return parts
 
 
+def fold_parts(labels: np.ndarray, val_fraction: float, folds: int, fold: int, rng: np.random.Generator) -> np.ndarray:
+    """Blocked k-fold: a part name per unit. Per class, the units are dealt round-robin into `folds` folds from a
+    random start (the same for every `fold` of one seed); fold `fold` is `test`, a stratified `val_fraction` of
+    the others `val`, the rest `train`. Over the k folds every unit is tested exactly once: with a handful of
+    anomaly blocks, pooled out-of-fold predictions measure far more of them than one held-out part does.
+    """
+    assigned = np.empty(len(labels), dtype=int)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        assigned[members] = (int(rng.integers(folds)) + np.arange(len(members))) % folds
+    parts = np.full(len(labels), "test", dtype=object)
+    rest = np.flatnonzero(assigned != fold)
+    parts[rest] = stratified_parts(labels[rest], {"val": val_fraction}, rng)
+    return parts
+
+
 def runs(values: np.ndarray) -> list[tuple[int, int, Any]]:
     """Maximal runs of one value: (start, stop, value)."""
     edges = np.flatnonzero(values[1:] != values[:-1]) + 1
@@ -158,6 +174,7 @@ def split_segments(
     block_size: int,
     seed: int,
     label_offset: int = 0,
+    folds: tuple[int, int] | None = None,
 ) -> dict[str, list[Segment]]:
     """Cut the segments into contiguous pieces per part.
 
@@ -168,6 +185,7 @@ def split_segments(
     stratified: blocks of `block_size` rows drawn per class with `seed`. A block's class is the dominant anomaly
     of its rows from `label_offset` on: with windows labelled by their last step (offset window - 1), the rows
     that end a window inside the block, so a block drawn for a class yields windows of that class.
+    `folds` = (k, i): the stratified blocks dealt into k folds, fold i the test part (see `fold_parts`).
     """
     row_parts: list[np.ndarray] = []
     if strategy == "chronological":
@@ -185,7 +203,11 @@ def split_segments(
         block_labels = np.array(
             [dominant_class(segments[i].y[start + label_offset : start + block_size]) for i, start in blocks]
         )
-        block_parts = stratified_parts(block_labels, fractions, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        if folds:
+            block_parts = fold_parts(block_labels, fractions["val"], *folds, rng)
+        else:
+            block_parts = stratified_parts(block_labels, fractions, rng)
         row_parts = [np.empty(len(s), dtype=object) for s in segments]
         for (i, start), part in zip(blocks, block_parts, strict=True):
             row_parts[i][start : start + block_size] = part
@@ -272,6 +294,8 @@ class TelemetryDataModule(ZooDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         block_size: int | None = None,
+        folds: int | None = None,
+        fold: int = 0,
         differences: bool = False,
         standardize: bool = True,
         seed: int = 42,
@@ -314,12 +338,23 @@ class TelemetryDataModule(ZooDataModule):
         self.block_size = require_positive("block_size", block_size) if block_size else default_block
         if mode == "window" and self.block_size < self.window:
             raise CnnZooError(f"data.block_size ({self.block_size}) must be at least data.window ({self.window})")
+        self.folds = self.check_folds(folds, fold)
         # windows labelled by their last step: a block's first window - 1 rows never end a window of their own
         self.label_offset = self.window - 1 if mode == "window" and window_label == "last" else 0
         self.differences = bool(differences)
         self.standardize = bool(standardize)
         self.seed = int(seed)
         self.pieces: dict[str, list[Segment]] = {}
+
+    def check_folds(self, folds: int | None, fold: int) -> tuple[int, int] | None:
+        """(k, i) for a blocked k-fold split of data.path, or None."""
+        if folds is None:
+            return None
+        if int(folds) < 2 or not 0 <= int(fold) < int(folds):
+            raise CnnZooError(f"data.folds must be >= 2 and data.fold in 0..folds-1, got folds={folds}, fold={fold}")
+        if self.split != "stratified" or not self.path:
+            raise CnnZooError("data.folds needs data.path and split=stratified (blocks dealt into folds)")
+        return int(folds), int(fold)
 
     # ------------------------------------------------------------------ files
     def locate(self, name: str) -> Path:
@@ -357,7 +392,7 @@ class TelemetryDataModule(ZooDataModule):
             features, segments = self.read(self.path)
             self.check_classes(segments, "data.path")
             return features, split_segments(
-                segments, self.fractions, self.split, self.block_size, self.seed, self.label_offset
+                segments, self.fractions, self.split, self.block_size, self.seed, self.label_offset, self.folds
             )
         features, train = self.read(self.files["train"])
         pieces: dict[str, list[Segment]] = {"train": train, "val": [], "test": []}
