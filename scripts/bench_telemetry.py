@@ -2,15 +2,18 @@
 baseline, all on the same split and the same (standardised) inputs.
 
     CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_telemetry.py [--channels MSL/C-1 SMAP/E-3] \
-        [--modes window row] [--epochs 30] [--extra data.window=32 ...]
+        [--modes window row] [--folds 5] [--seeds 42 1 2] [--epochs 30] [--extra data.window=32 ...]
 
 Each channel's `_train.csv` (all nominal) and `_test.csv` (the labelled anomalies) are read as two segments
-of one series and split stratified by class into train/val/test: rows in row mode, contiguous blocks of
-2 x window rows in window mode, so no window straddles two splits (see docs/sequences.md). The Conv1D goes
-through the normal train pipeline (`experiment=telemetry_conv1d`); the baselines see the same samples
-(logistic regression: the flattened window or row, class_weight=balanced, as the Conv1D's balanced loss).
-Prints a markdown table (accuracy, macro-F1, per-class recall) and writes it with the raw figures to
-<out>/telemetry.{md,json}. The Conv1D must beat both baselines on macro-F1.
+of one series and split stratified by class: rows in row mode, contiguous blocks of 2 x window rows in window
+mode, so no window straddles two parts (README, `data=telemetry`). Without `--folds`: one 70/15/15 split. With
+`--folds k`: blocked k-fold, k runs in which every block is tested once (validation: 15% of the other blocks),
+scored on the pooled out-of-fold predictions, so all of a channel's few anomaly episodes are measured rather
+than the handful of windows one held-out part gets. `--seeds`: several split and initialisation seeds, with
+their mean. The Conv1D goes through the normal train pipeline (`experiment=telemetry_conv1d`); the baselines
+see the same samples (logistic regression: the flattened window or row, class_weight=balanced, as the Conv1D's
+balanced loss). Prints a markdown table (accuracy, macro-F1, per-class recall) and writes it with the raw
+figures to <out>/telemetry.{md,json}. The Conv1D must beat both baselines on macro-F1.
 """
 
 from __future__ import annotations
