@@ -124,6 +124,17 @@ def test_blocked_k_fold_tests_every_block_once_and_keeps_each_fold_leak_free(tmp
     assert fold(1) == folds[1]  # the fold assignment follows the seed, not the fold asked for
 
 
+def test_a_class_with_a_single_block_always_trains_in_k_fold(tmp_path: Path) -> None:
+    labels = np.zeros(400, dtype=int)
+    labels[40:140], labels[300:310] = 1, 2  # class 2: one block of 16 rows
+    counter_csv(tmp_path / "series.csv", 400, labels)
+    for index in range(4):
+        dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", window=8, folds=4, fold=index)
+        dm.setup()
+        counts = dm.facts["split_class_counts"]
+        assert counts["train"][2] > 0 and counts["test"][2] == 0 and counts["test"][0] > 0
+
+
 def test_fold_settings_are_checked(tmp_path: Path) -> None:
     counter_csv(tmp_path / "series.csv", 200)
     with pytest.raises(CnnZooError, match="data.folds must be >= 2 and data.fold in 0..folds-1"):

@@ -136,13 +136,16 @@ def stratified_parts(labels: np.ndarray, fractions: dict[str, float], rng: np.ra
 def fold_parts(labels: np.ndarray, val_fraction: float, folds: int, fold: int, rng: np.random.Generator) -> np.ndarray:
     """Blocked k-fold: a part name per unit. Per class, the units are dealt round-robin into `folds` folds from a
     random start (the same for every `fold` of one seed); fold `fold` is `test`, a stratified `val_fraction` of
-    the others `val`, the rest `train`. Over the k folds every unit is tested exactly once: with a handful of
+    the others `val`, the rest `train` (a class with a single unit always trains). Over the k folds every other
+    unit is tested exactly once: with a handful of
     anomaly blocks, pooled out-of-fold predictions measure far more of them than one held-out part does.
     """
     assigned = np.empty(len(labels), dtype=int)
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         assigned[members] = (int(rng.integers(folds)) + np.arange(len(members))) % folds
+        if len(members) == 1:  # one unit cannot be both learned and tested: it always trains
+            assigned[members] = -1
     parts = np.full(len(labels), "test", dtype=object)
     rest = np.flatnonzero(assigned != fold)
     parts[rest] = stratified_parts(labels[rest], {"val": val_fraction}, rng)
