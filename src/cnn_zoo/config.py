@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def config_dir() -> Path:
+    """`cnn_zoo/conf` inside an installed wheel, else the checkout's top-level `conf/` (editable install).
+
+    The wheel carries the repository's `conf/` as package data (pyproject.toml), so both read the same files.
+    """
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+CONFIG_DIR = str(config_dir())
+
+
+def user_cache_dir() -> Path:
+    """Downloads, extracted archives and encoded datasets: `CNN_ZOO_CACHE_DIR`, else the user's cache folder.
+
+    Never inside the package or the data folder, so both may be read-only.
+    """
+    if os.environ.get("CNN_ZOO_CACHE_DIR"):
+        return Path(os.environ["CNN_ZOO_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cnn_zoo"
+
+
+# `${cnn_zoo.cache_dir:}` in conf/paths/default.yaml
+OmegaConf.register_new_resolver("cnn_zoo.cache_dir", lambda: str(user_cache_dir()), replace=True)
 
 
 def to_plain(value: Any) -> Any:

@@ -6,21 +6,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
-
 from cnn_zoo.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 
 
-class ResumableOptunaSweeper(OptunaSweeper):
-    """hydra-optuna-sweeper 1.3 that continues a stored study instead of starting over.
+class ResumableStudy:
+    """What makes hydra-optuna-sweeper 1.3 continue a stored study instead of starting over.
 
     With a persistent `storage` (SQLite in the sweep folder) and the same `study_name`:
     `n_trials` counts the study's trials in total (a rerun only runs the missing ones), trials left
     `RUNNING` by an interrupted search are marked failed, and job folders continue after the last one
     (the stock sweeper numbers from 0 again and would overwrite the first job folders).
     """
+
+    sweeper: Any  # the stock sweeper's implementation, set by OptunaSweeper.__init__
 
     def sweep(self, arguments: list[str]) -> None:
         import optuna  # here, not at the top: Hydra imports every plugin module at each start
@@ -59,3 +59,13 @@ class ResumableOptunaSweeper(OptunaSweeper):
             return optuna.load_study(study_name=impl.study_name, storage=impl.storage)
         except KeyError:  # no such study yet
             return None
+
+
+try:
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+except ImportError:  # without the `hpo` extra there is no Optuna search; Hydra still imports this module at start
+    pass
+else:
+
+    class ResumableOptunaSweeper(ResumableStudy, OptunaSweeper):
+        """The stock Optuna sweeper with `ResumableStudy`: the `_target_` of conf/hparams_search/*.yaml."""

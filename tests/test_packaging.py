@@ -1,0 +1,88 @@
+"""What an installed cnn_zoo relies on: its configs found, console scripts declared, a user's own config folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from cnn_zoo import config
+from tests.conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_dir_is_the_checkouts_conf_here_and_the_packaged_copy_when_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert config.config_dir() == ROOT / "conf"
+    package = tmp_path / "site-packages" / "cnn_zoo"
+    (package / "conf").mkdir(parents=True)
+    monkeypatch.setattr(config, "__file__", str(package / "config.py"))
+    assert config.config_dir() == package / "conf"
+
+
+def test_cache_dir_follows_the_environment_and_never_points_into_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CNN_ZOO_CACHE_DIR", str(tmp_path / "mine"))
+    assert config.user_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("CNN_ZOO_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert config.user_cache_dir() == tmp_path / "xdg" / "cnn_zoo"
+
+
+def test_every_console_script_names_a_main_that_exists() -> None:
+    import importlib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"cnn-zoo-train", "cnn-zoo-evaluate", "cnn-zoo-predict", "cnn-zoo-report", "cnn-zoo-prepare"} <= set(scripts)
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+
+
+def test_core_install_pins_no_optuna_stack() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"]).lower()
+    for name in ("optuna", "sqlalchemy", "alembic", "scikit-learn"):
+        assert name not in core, name
+    assert any(dep.startswith("hydra-optuna-sweeper") for dep in project["optional-dependencies"]["hpo"])
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").is_file()
+
+
+def test_a_users_own_experiment_in_their_config_dir_composes_with_the_packages_groups_and_trains(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    """`cnn-zoo-train --config-dir my_conf experiment=digits`, run from the user's folder outside the checkout."""
+    experiment = tmp_path / "my_conf" / "experiment" / "digits.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text(
+        "# @package _global_\n"
+        "defaults:\n"
+        "  - override /model: mnist_cnn\n"
+        "  - override /optimizer: rmsprop\n"
+        "data:\n"
+        "  val_size: 60\n"
+        "  batch_size: 32\n"
+        "  download: false\n"
+        "trainer:\n"
+        "  max_epochs: 1\n"
+    )
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root), "CNN_ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["--config-dir", str(tmp_path / "my_conf"), "experiment=digits", *FAST[1:], "trainer.max_epochs=1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.train", *args], cwd=tmp_path, capture_output=True, text=True, env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "runs").glob("*_mnist_mnist_cnn"))
+    assert len(runs) == 1, "the run folder goes under the current folder's outputs/"
+    resolved = (runs[0] / ".hydra" / "config.yaml").read_text()
+    assert "RMSprop" in resolved and "max_epochs: 1" in resolved
+    assert "test/acc" in json.loads((runs[0] / "metrics.json").read_text())
