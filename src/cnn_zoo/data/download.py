@@ -8,6 +8,7 @@ Downloaded archives live in the user's cache folder (`CNN_ZOO_CACHE_DIR`, else `
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.error
@@ -74,7 +75,7 @@ def fetch(resource: Resource, folder: Path, timeout: float = 60.0) -> Path:
     target = folder / resource.filename
     try:
         return download(resource, folder, timeout)
-    except (OSError, ValueError) as err:  # URLError, HTTPError, timeouts, a read-only folder, a bad URL
+    except (OSError, ValueError, http.client.HTTPException) as err:  # URLError, timeouts, short reads, bad URLs
         raise CnnZooError(
             f"cannot download {resource.url} ({one_line(err)}); download it yourself and place it at {target} "
             "(or pass source=<path to it>), then run the same command again"
@@ -85,7 +86,7 @@ def download(resource: Resource, folder: Path, timeout: float = 60.0) -> Path:
     """`folder/<filename>`, downloaded unless a good copy is already there; returns its path.
 
     The bytes go to `<filename>.part`, renamed when the size and checksum are right: an interrupted or damaged
-    download never looks complete. Network and file errors propagate as OSError (see `fetch`).
+    download never looks complete. Network and file errors propagate (OSError, HTTPException): see `fetch`.
     """
     target = folder / resource.filename
     if target.is_file():
