@@ -165,8 +165,8 @@ def read_split(tree: Path, split: str, limit: int | None = None) -> tuple[list[s
     labels: list[int] = []
     for index, label in enumerate(CLASS_NAMES):
         files = review_files(tree, split, label)[:limit]
-        files = track(files, f"reading {split}/{label} reviews")
-        texts += [path.read_text(encoding="utf-8", errors="replace") for path in files]
+        reading = track(files, f"reading {split}/{label} reviews")
+        texts += [path.read_text(encoding="utf-8", errors="replace") for path in reading]
         labels += [index] * len(files)
     return texts, np.asarray(labels, dtype=np.int64)
 
