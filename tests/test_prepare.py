@@ -158,6 +158,11 @@ def test_failed_download_names_the_url_the_file_to_place_and_where(tmp_path: Pat
     assert not (tmp_path / "cache" / "downloads" / "kagglecatsanddogs_5340.zip.part").exists()
     assert not (tmp_path / "data" / "cats_and_dogs_small").exists()
 
+    labels_url = (tmp_path / "offline" / "labeled_anomalies.csv").as_uri()
+    monkeypatch.setattr(telemanom, "LABELS", Resource(labels_url, "labeled_anomalies.csv"))
+    with pytest.raises(CnnZooError, match=rf"cannot download {labels_url} .*\(or pass labels=<path to it>\)"):
+        run("telemetry", [f"data_dir={tmp_path / 'data'}", f"cache_dir={tmp_path / 'cache'}"])
+
 
 # ---------------------------------------------------------------------- the download helper
 class Server:
@@ -347,3 +352,28 @@ def test_progress_is_one_log_line_per_stage_without_a_terminal(tmp_path: Path, c
     lines = [r.getMessage() for r in caplog.records if r.name == "cnn_zoo.progress"]
     assert len(lines) == 2 and lines[0].startswith("decoding train images: 6 files in ")
     assert "%" not in capsys.readouterr().err  # no bar drawn when stderr is not a terminal
+
+
+# ---------------------------------------------------------------------- mnist and imdb through the same command
+def test_mnist_and_imdb_through_the_command(tmp_path: Path, mnist_root: Path) -> None:
+    from tests.fixtures_sequences import make_imdb_archive
+
+    assert "nothing to do" in run("mnist", [f"data_dir={mnist_root}"]).summary
+    archive = make_imdb_archive(tmp_path / "mirror")
+    data = tmp_path / "data"
+    copied = run("imdb", [f"source={archive}", f"data_dir={data}"])
+    assert copied.built and (data / "aclImdb_v1.tar.gz").read_bytes() == archive.read_bytes()
+    assert not (data / "aclImdb_v1.tar.gz.part").exists()
+    assert "nothing to do" in run("imdb", [f"data_dir={data}"]).summary
+
+
+
+def test_unreachable_download_through_the_command_is_one_line_exit_2(tmp_path: Path) -> None:
+    for dataset, name in (("imdb", "aclImdb_v1.tar.gz"), ("catsdogs", "kagglecatsanddogs_5340.zip")):
+        url = (tmp_path / "offline" / name).as_uri()
+        result = prepare_cli(dataset, f"url={url}", f"data_dir={tmp_path / 'data'}", cache=tmp_path / "cache")
+        assert result.returncode == 2, result.stderr
+        last = result.stderr.strip().splitlines()
+        assert len(last) == 1 and last[0].startswith("error: ") and url in last[0], result.stderr
+        assert "Traceback" not in result.stderr
+    assert f"place it at {tmp_path / 'cache' / 'downloads' / 'kagglecatsanddogs_5340.zip'}" in last[0]

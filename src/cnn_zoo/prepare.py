@@ -64,6 +64,8 @@ def prepare_imdb(options: Options) -> Prepared:
             return Prepared("imdb", present, False, f"{present} is already there; nothing to do")
     source = options.path("source")
     if source is None:
+        if options.values.get("url"):
+            datamodule.url = options.values["url"]
         datamodule.fetch_archive()  # the datamodule's own download (progress bar, .part file, MD5)
         return Prepared("imdb", datamodule.archive, True, f"downloaded {datamodule.archive}")
     if not source.is_file():
@@ -81,7 +83,12 @@ def prepare_catsdogs(options: Options) -> Prepared:
     defaults = SplitSizes()
     sizes = SplitSizes(*(options.integer(name, getattr(defaults, name)) for name in ("train", "validation", "test")))
     return prepare_catsdogs(
-        options.data_dir, options.path("source"), options.download_dir, options.integer("seed", 42), sizes
+        options.data_dir,
+        options.path("source"),
+        options.download_dir,
+        options.integer("seed", 42),
+        sizes,
+        options.values.get("url"),
     )
 
 
@@ -100,13 +107,17 @@ DATASETS: dict[str, tuple[Callable[[Options], Prepared], str, dict[str, str]]] =
     "imdb": (
         prepare_imdb,
         "<data_dir>/aclImdb_v1.tar.gz (downloaded from Stanford, MD5 checked)",
-        {"source": "a local aclImdb_v1.tar.gz, copied instead of downloading"},
+        {
+            "source": "a local aclImdb_v1.tar.gz, copied instead of downloading",
+            "url": "where to download it from (default: Stanford's)",
+        },
     ),
     "catsdogs": (
         prepare_catsdogs,
         "<data_dir>/cats_and_dogs_small/{train,validation,test}/{cats,dogs}/ (1000/500/500 per class)",
         {
             "source": "kagglecatsanddogs_5340.zip (PetImages/) or Kaggle's train.zip; default: download Microsoft's",
+            "url": "where to download kagglecatsanddogs_5340.zip from (default: Microsoft)",
             "seed": "which photos go where (default 42)",
             "train": "images per class in train (1000)",
             "validation": "per class in validation (500)",

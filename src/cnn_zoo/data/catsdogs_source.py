@@ -173,16 +173,23 @@ def existing(final: Path) -> Prepared | None:
 
 
 def prepare_catsdogs(
-    data_dir: Path, source: Path | None, download_dir: Path, seed: int = 42, sizes: SplitSizes | None = None
+    data_dir: Path,
+    source: Path | None,
+    download_dir: Path,
+    seed: int = 42,
+    sizes: SplitSizes | None = None,
+    url: str | None = None,
 ) -> Prepared:
-    """`<data_dir>/cats_and_dogs_small/{train,validation,test}/{cats,dogs}/` from `source` (else downloaded)."""
+    """`<data_dir>/cats_and_dogs_small/{train,validation,test}/{cats,dogs}/` from `source`, else downloaded
+    (from `url`, default Microsoft's)."""
     sizes = sizes or SplitSizes()
     final = data_dir / FOLDER
     done = existing(final)
     if done is not None:
         return done
     started = time.perf_counter()
-    path = source if source is not None else fetch(MICROSOFT, download_dir)
+    resource = Resource(url, MICROSOFT.filename) if url else MICROSOFT
+    path = source if source is not None else fetch(resource, download_dir)
     if not path.is_file():
         raise CnnZooError(f"source={path} not found; give the path of kagglecatsanddogs_5340.zip or Kaggle's train.zip")
     try:

@@ -70,15 +70,16 @@ def problem(path: Path, resource: Resource) -> str | None:
     return None
 
 
-def fetch(resource: Resource, folder: Path, timeout: float = 60.0) -> Path:
-    """`folder/<filename>`, downloaded unless a good copy is already there; a failure is one actionable line."""
+def fetch(resource: Resource, folder: Path, option: str = "source", timeout: float = 60.0) -> Path:
+    """`folder/<filename>`, downloaded unless a good copy is already there; a failure is one actionable line
+    (naming `option`, the prepare option that takes a local copy instead)."""
     target = folder / resource.filename
     try:
         return download(resource, folder, timeout)
     except (OSError, ValueError, http.client.HTTPException) as err:  # URLError, timeouts, short reads, bad URLs
         raise CnnZooError(
             f"cannot download {resource.url} ({one_line(err)}); download it yourself and place it at {target} "
-            "(or pass source=<path to it>), then run the same command again"
+            f"(or pass {option}=<path to it>), then run the same command again"
         ) from err
 
 

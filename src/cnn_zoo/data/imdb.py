@@ -243,7 +243,7 @@ class IMDBDataModule(ZooDataModule):
     def fetch_archive(self) -> None:
         looked = f"looked for {self.folder}/{{train,test}}/{{pos,neg}}/ and {self.archive}"
         how = (
-            f"run `cnn-zoo-prepare imdb data_dir={self.data_dir}`, or download {self.url} "
+            f"Run `cnn-zoo-prepare imdb data_dir={self.data_dir}`, or download {self.url} "
             f"(or copy aclImdb_v1.tar.gz / the extracted aclImdb/ folder) into {self.data_dir}, "
             "or set CNN_ZOO_DATA_DIR (or data.data_dir) to the folder holding it"
         )

@@ -187,7 +187,7 @@ def prepare_telemetry(data_dir: Path, source: Path | None, labels: Path | None, 
     if (final / "index.csv").is_file():
         message = f"{final} is already prepared ({final / 'index.csv'}); nothing to do"
         return Prepared("telemetry", final, False, message)
-    labels_path = labels if labels is not None else fetch(LABELS, download_dir)
+    labels_path = labels if labels is not None else fetch(LABELS, download_dir, option="labels")
     archive_path = source if source is not None else fetch(DATA, download_dir)
     for name, path, what in (("labels", labels_path, "labeled_anomalies.csv"), ("source", archive_path, "data.zip")):
         if not path.is_file():
