@@ -33,7 +33,7 @@ from PIL import Image
 from cnn_zoo.data.build import Prepared, atomic_folder
 from cnn_zoo.data.download import Resource, fetch
 from cnn_zoo.errors import CnnZooError
-from cnn_zoo.progress import stage
+from cnn_zoo.progress import Stage, stage
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,15 @@ def decodes(data: bytes) -> str | None:
 
 
 def choose(
-    archive: zipfile.ZipFile, candidates: list[Candidate], wanted: int, seed: int, workers: int = 4
+    archive: zipfile.ZipFile,
+    candidates: list[Candidate],
+    wanted: int,
+    seed: int,
+    progress: Stage | None = None,
+    workers: int = 4,
 ) -> tuple[list[tuple[Candidate, bytes]], list[tuple[str, str]]]:
-    """The first `wanted` decodable photos of one class in the seeded order, and the undecodable ones met."""
+    """The first `wanted` decodable photos of one class in the seeded order, and the undecodable ones met
+    (only the photos examined are decoded: a bad file after the last one chosen is neither met nor counted)."""
     order = np.random.default_rng(seed).permutation(len(candidates))
     chosen: list[tuple[Candidate, bytes]] = []
     bad: list[tuple[str, str]] = []
@@ -158,6 +164,8 @@ def choose(
                     bad.append((candidate.member, f"undecodable ({error})"))
                 elif len(chosen) < wanted:
                     chosen.append((candidate, blob))
+                    if progress is not None:
+                        progress.update()
     return chosen, bad
 
 
@@ -169,6 +177,8 @@ def existing(final: Path) -> Prepared | None:
     if (final / "train").is_dir():
         message = f"{final} already exists (not made by prepare); nothing to do (delete it to rebuild)"
         return Prepared("catsdogs", final, False, message)
+    if final.exists():
+        raise CnnZooError(f"{final} exists but holds no train/ folder; move it away and run again")
     return None
 
 
@@ -208,8 +218,7 @@ def build(
     with atomic_folder(final) as work:
         for index, label in enumerate(CLASSES):
             with stage(f"choosing and checking {label}", sizes.per_class) as progress:
-                chosen, bad = choose(archive, found.candidates[label], sizes.per_class, seed + index)
-                progress.update(len(chosen))
+                chosen, bad = choose(archive, found.candidates[label], sizes.per_class, seed + index, progress)
             skipped += bad
             if len(chosen) < sizes.per_class:
                 raise CnnZooError(
