@@ -303,7 +303,8 @@ def test_telemetry_rerun_is_a_no_op_and_the_datamodule_reads_it(telemetry_built:
 @pytest.mark.real_data
 def test_real_telemetry_agrees_with_the_rules_and_its_index() -> None:
     """The dev CSVs: labels from labeled_anomalies.csv (last row, ends included), no column constant on train,
-    train values in [0, 1), and index.csv rebuilt from them by the same index-writing code, byte for byte."""
+    train values in [0, 1), command bits 0 / 0.9999 (the 1e-4 range padding), and index.csv rebuilt from them
+    by the same index-writing code, byte for byte."""
     root = require_real("telemetry")
     rows = telemanom.read_anomalies(root / "labeled_anomalies.csv")
     last = {row.chan_id: row for row in rows}
@@ -317,6 +318,8 @@ def test_real_telemetry_agrees_with_the_rules_and_its_index() -> None:
         features = train.drop(columns="label")
         assert (features.max() > features.min()).all(), chan
         assert features.min().min() >= -1e-12 and features.max().max() < 1, chan
+        bits = pd.concat([train, test]).iloc[:, 1:-1].to_numpy()
+        assert set(np.unique(bits)) <= {0.0, 0.9999}, chan  # command bits: 1 / (1 + 1e-4), written as %g
         assert np.array_equal(test["label"].to_numpy(), row.labels(len(test))), chan
         shapes[chan] = (features.shape[1], len(train), len(test))
     rebuilt = telemanom.index_frame(rows, shapes, notes).to_csv(index=False)
