@@ -149,7 +149,7 @@ def choose(
     workers: int = 4,
 ) -> tuple[list[tuple[Candidate, bytes]], list[tuple[str, str]]]:
     """The first `wanted` decodable photos of one class in the seeded order, and the undecodable ones met
-    (only the photos examined are decoded: a bad file after the last one chosen is neither met nor counted)."""
+    (photos are decoded in batches until enough are good: bad files never reached are not counted)."""
     order = np.random.default_rng(seed).permutation(len(candidates))
     chosen: list[tuple[Candidate, bytes]] = []
     bad: list[tuple[str, str]] = []
