@@ -33,10 +33,12 @@ from cnn_zoo.data.transforms import (
     normalization_stats,
 )
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.progress import track
 
 log = logging.getLogger(__name__)
 
 Samples = list[tuple[Path, int]]
+CATSDOGS = "cats_and_dogs_small"  # the course's folder, which `cnn-zoo-prepare catsdogs` makes
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -90,7 +92,7 @@ def check_file(path: Path) -> None:
 
 
 def scan(
-    samples: Samples, work: Callable[[Path], Any], workers: int
+    samples: Samples, work: Callable[[Path], Any], workers: int, desc: str = "reading images"
 ) -> tuple[Samples, list[Any], list[tuple[Path, str]]]:
     """Run `work` on every file (threads: PIL releases the GIL while decoding); split out the failures."""
 
@@ -101,7 +103,7 @@ def scan(
             return None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(attempt, [path for path, _ in samples]))
+        results = list(track(pool.map(attempt, [path for path, _ in samples]), desc, total=len(samples)))
     good, outputs, bad = [], [], []
     for sample, (output, error) in zip(samples, results, strict=True):
         if error is None:
@@ -196,6 +198,7 @@ class ImageFolderDataModule(ZooDataModule):
             raise CnnZooError(
                 f"image folder not found: {root}. Set CNN_ZOO_DATA_DIR (or data.data_dir) and data.folder so that "
                 f"<data_dir>/<folder> holds one sub-folder per class, or train/ validation/ test/ folders of them"
+                + (f" (make it: `cnn-zoo-prepare catsdogs data_dir={root.parent}`)" if root.name == CATSDOGS else "")
             )
         train_dir = root / self.split_dirs["train"]
         if train_dir.is_dir():
@@ -287,7 +290,8 @@ class ImageFolderDataModule(ZooDataModule):
     def load(self, samples: Samples, transform: ImageTransform, split: str) -> ImageFiles:
         """Decode every file once (cache) or verify it (no cache); keep the readable ones."""
         work = transform.decode if self.cache else check_file
-        good, outputs, bad = scan(samples, work, self.num_workers or 1)
+        stage = f"{'decoding' if self.cache else 'checking'} {split} images"
+        good, outputs, bad = scan(samples, work, self.num_workers or 1, stage)
         self.skipped += bad
         if bad and self.on_bad_file == "error":
             path, reason = bad[0]

@@ -19,7 +19,6 @@ import re
 import shutil
 import tarfile
 import tempfile
-import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cnn_zoo.data.base import ZooDataModule, require_positive, resolve_dir
+from cnn_zoo.data.download import Resource, download
 from cnn_zoo.data.text import (
     OOV_INDEX,
     PAD_INDEX,
@@ -39,6 +39,7 @@ from cnn_zoo.data.text import (
     tokenize,
 )
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 CLASS_NAMES = ["neg", "pos"]
 SPLITS = ("train", "test")
 REVIEW_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg)/[^/]+\.txt$")
+ARCHIVE_MD5 = "md5:7c2ac02c03563afcf9b574c7e56c153a"  # the official archive's MD5, as published loaders check it
 ENCODING_VERSION = 1  # bump when tokenisation or the cache layout changes: old caches are then ignored
 
 
@@ -65,13 +67,8 @@ class Sequences(Dataset):
 
 # ---------------------------------------------------------------------- archive: download and extraction
 def download_archive(url: str, target: Path) -> None:
-    """Fetch `url` to `target` through a `.part` file, so an interrupted download never looks complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    log.info("downloading %s to %s", url, target)
-    with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-        shutil.copyfileobj(response, out, length=1 << 20)
-    partial.replace(target)
+    """Fetch `url` to `target` (progress bar, `.part` file; the official archive's published MD5 checked)."""
+    download(Resource(url, target.name, checksum=ARCHIVE_MD5 if url == URL else None), target.parent)
 
 
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:
@@ -96,7 +93,7 @@ def extract_reviews(archive: Path, destination: Path) -> None:
     root = destination.resolve()
     try:
         with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
+            for member in track(tar, f"extracting the reviews of {archive.name}", unit="members"):
                 reason = unsafe_reason(member)
                 if reason:
                     raise CnnZooError(
@@ -168,7 +165,8 @@ def read_split(tree: Path, split: str, limit: int | None = None) -> tuple[list[s
     labels: list[int] = []
     for index, label in enumerate(CLASS_NAMES):
         files = review_files(tree, split, label)[:limit]
-        texts += [path.read_text(encoding="utf-8", errors="replace") for path in files]
+        reading = track(files, f"reading {split}/{label} reviews")
+        texts += [path.read_text(encoding="utf-8", errors="replace") for path in reading]
         labels += [index] * len(files)
     return texts, np.asarray(labels, dtype=np.int64)
 
@@ -245,7 +243,8 @@ class IMDBDataModule(ZooDataModule):
     def fetch_archive(self) -> None:
         looked = f"looked for {self.folder}/{{train,test}}/{{pos,neg}}/ and {self.archive}"
         how = (
-            f"download {self.url} (or copy aclImdb_v1.tar.gz / the extracted aclImdb/ folder) into {self.data_dir}, "
+            f"Run `cnn-zoo-prepare imdb data_dir={self.data_dir}`, or download {self.url} "
+            f"(or copy aclImdb_v1.tar.gz / the extracted aclImdb/ folder) into {self.data_dir}, "
             "or set CNN_ZOO_DATA_DIR (or data.data_dir) to the folder holding it"
         )
         if not self.download:
@@ -288,10 +287,11 @@ class IMDBDataModule(ZooDataModule):
             )
         order = np.random.default_rng(self.seed).permutation(len(texts))
         val_index, train_index = np.sort(order[: self.val_size]), np.sort(order[self.val_size :])
-        tokens = [tokenize(text) for text in texts]
+        tokens = [tokenize(text) for text in track(texts, "tokenising IMDB training reviews", unit="reviews")]
         vocab = build_vocabulary((tokens[i] for i in train_index), self.num_words)
         ids = encode(tokens, vocab)
         test_texts, test_labels = read_split(self.tree, "test", self.max_reviews)
+        test_texts = track(test_texts, "tokenising IMDB test reviews", unit="reviews")
         test_ids = encode((tokenize(text) for text in test_texts), vocab)
 
         def padded(sequences: list[list[int]]) -> np.ndarray:

@@ -77,7 +77,8 @@ class MNISTDataModule(ZooDataModule):
                 tried = f"torchvision download failed ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
         raise CnnZooError(
             f"MNIST not found: {self.raw_dir} lacks {', '.join(missing)}; {tried}. "
-            f"Put the four IDX files there, or set CNN_ZOO_DATA_DIR (or data.data_dir) to a folder holding MNIST/raw/"
+            f"Run `cnn-zoo-prepare mnist data_dir={self.data_dir}`, put the four IDX files there, "
+            "or set CNN_ZOO_DATA_DIR (or data.data_dir) to a folder holding MNIST/raw/"
         )
 
     def setup(self, stage: str | None = None) -> None:

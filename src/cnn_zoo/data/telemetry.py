@@ -61,7 +61,10 @@ class Segment:
 def read_table(path: Path, label_column: str | None) -> tuple[list[str], str, Segment]:
     """(feature names, label column, rows) of one CSV, every cell checked: numbers only, no gaps, labels >= 0."""
     if not path.is_file():
-        raise CnnZooError(f"telemetry CSV not found: {path}; set data.path (or data.train_path/test_path)")
+        raise CnnZooError(
+            f"telemetry CSV not found: {path}; set data.path (or data.train_path/test_path), or make the NASA "
+            "channels under <data_dir>/telemetry/ with `cnn-zoo-prepare telemetry`"
+        )
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
