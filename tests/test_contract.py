@@ -139,7 +139,7 @@ def test_image_only_options_with_text_are_one_line_errors(compose_cfg, tmp_path:
     data = make_imdb_tree(tmp_path / "data", per_class=6, test_per_class=4)
     cfg = compose_cfg(
         "data=imdb", f"paths.data_dir={data}", "data.max_len=20", "data.val_size=4", "data.num_words=50",
-        "model=conv1d_text", "model.net.kernel_size=3", "model.net.pool_size=2", "logger=none", *overrides,
+        "model=conv1d_text", "model.net.kernel_size=3", "model.net.pool_size=2", "debug=fdr", *overrides,
     )  # fmt: skip
     with pytest.raises(CnnZooError, match=message) as err:
         train(cfg)
@@ -151,3 +151,21 @@ def test_tta_on_a_telemetry_checkpoint_at_predict_is_refused(tmp_path: Path) -> 
     cfg = predict_cfg(tmp_path / "p", f"ckpt_path={FIXTURES / 'old_conv1d_telemetry.ckpt'}", f"input={series}", "tta=hflip")
     with pytest.raises(CnnZooError, match=r"applies to images only, and this data \(sequence\)"):
         predict(cfg)
+
+
+@pytest.mark.parametrize(
+    ("name", "setting", "value"),
+    [("fdr", "fast_dev_run", True), ("limit", "limit_train_batches", 4), ("overfit", "overfit_batches", 3),
+     ("profiler", "profiler", "simple")],
+)  # fmt: skip
+def test_debug_group_sets_the_trainer_and_drops_callbacks_and_loggers(compose_cfg, name, setting, value) -> None:
+    cfg = compose_cfg(f"debug={name}")
+    assert cfg.trainer[setting] == value and cfg.trainer.accelerator == "cpu"
+    assert not cfg.callbacks and not cfg.logger and cfg.trainer.enable_progress_bar is False
+
+
+def test_debug_fdr_runs_the_whole_pipeline_on_one_batch(compose_cfg, mnist_root: Path) -> None:
+    from cnn_zoo.train import train
+
+    metrics = train(compose_cfg(f"paths.data_dir={mnist_root}", "data.val_size=60", "debug=fdr"))
+    assert "test/acc" in metrics
