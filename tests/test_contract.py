@@ -46,7 +46,9 @@ def sequence_spec(mode: str = "window") -> DataSpec:
         mode=mode, window=4 if mode == "window" else None, differences=True, reading={"header": False},
     )  # fmt: skip
     shape = (4, 4) if mode == "window" else (1, 4)
-    return DataSpec(kind="sequence", class_names=("0", "1"), input_shape=shape, input_dtype="float32", preprocessing=prep)
+    return DataSpec(
+        kind="sequence", class_names=("0", "1"), input_shape=shape, input_dtype="float32", preprocessing=prep
+    )
 
 
 @pytest.mark.parametrize("make", [image_spec, text_spec, sequence_spec])
@@ -148,7 +150,8 @@ def test_image_only_options_with_text_are_one_line_errors(compose_cfg, tmp_path:
 
 def test_tta_on_a_telemetry_checkpoint_at_predict_is_refused(tmp_path: Path) -> None:
     series = write_csv(tmp_path / "series.csv", telemetry_frame(40, seed=3))
-    cfg = predict_cfg(tmp_path / "p", f"ckpt_path={FIXTURES / 'old_conv1d_telemetry.ckpt'}", f"input={series}", "tta=hflip")
+    ckpt = FIXTURES / "old_conv1d_telemetry.ckpt"
+    cfg = predict_cfg(tmp_path / "p", f"ckpt_path={ckpt}", f"input={series}", "tta=hflip")
     with pytest.raises(CnnZooError, match=r"applies to images only, and this data \(sequence\)"):
         predict(cfg)
 

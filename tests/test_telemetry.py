@@ -147,7 +147,9 @@ def test_fold_settings_are_checked(tmp_path: Path) -> None:
 def test_episode_split_cuts_every_labelled_run_in_time_order(tmp_path: Path) -> None:
     labels = np.repeat([0, 1, 0, 2, 0], [100, 50, 100, 50, 100])
     counter_csv(tmp_path / "series.csv", 400, labels)
-    dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", mode="row", split="episodes", normalization="none")
+    dm = TelemetryDataModule(
+        data_dir=str(tmp_path), path="series.csv", mode="row", split="episodes", normalization="none"
+    )
     dm.setup()
     assert all(min(counts) > 0 for counts in dm.facts["split_class_counts"].values())
     train_rows = as_arrays(dm.train_set)[0][:, 0, 0].astype(int)
@@ -159,7 +161,8 @@ def test_episode_split_cuts_every_labelled_run_in_time_order(tmp_path: Path) -> 
 def test_differences_add_each_features_change_within_a_piece(tmp_path: Path) -> None:
     counter_csv(tmp_path / "series.csv", 200)
     dm = TelemetryDataModule(
-        data_dir=str(tmp_path), path="series.csv", window=5, split="chronological", differences=True, normalization="none"
+        data_dir=str(tmp_path), path="series.csv", window=5, split="chronological", differences=True,
+        normalization="none",
     )
     dm.setup()
     assert dm.facts["feature_names"] == ["f0", "f1", "diff_f0", "diff_f1"] and dm.facts["in_channels"] == 4

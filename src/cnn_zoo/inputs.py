@@ -98,13 +98,16 @@ def sequence_batches(spec: DataSpec, cfg: Any) -> Iterator[Batch]:
     assert isinstance(prep, SequencePreprocessing)
     path = existing(cfg.input, "a CSV with the training feature columns")
     reading = {k: v for k, v in prep.reading.items() if k in ("header", "column_names", "delimiter")}
-    fmt = CsvFormat.from_config(header=reading.get("header", True), **{k: v for k, v in reading.items() if k != "header"})
+    fmt = CsvFormat.from_config(
+        header=reading.get("header", True), **{k: v for k, v in reading.items() if k != "header"}
+    )
     x, index = read_features(path, fmt, prep.raw_features)
     samples, ends = prep.samples(x)
     size = int(cfg.batch_size)
     for low in range(0, len(samples), size):
         rows = ends[low : low + size]
-        yield Batch([{"row": int(index[r])} for r in rows], torch.from_numpy(np.ascontiguousarray(samples[low : low + size])))
+        x = torch.from_numpy(np.ascontiguousarray(samples[low : low + size]))
+        yield Batch([{"row": int(index[r])} for r in rows], x)
 
 
 def batches(spec: DataSpec, cfg: Any, unreadable: Unreadable) -> Iterator[Batch]:

@@ -56,7 +56,8 @@ class CsvFormat:
             return tuple(value) if isinstance(value, list | tuple) else (value,)
 
         if values.get("header") not in (True, False):
-            raise CnnZooError(f"data.header must be true (first line = column names) or false, got {values['header']!r}")
+            header = values.get("header")
+            raise CnnZooError(f"data.header must be true (first line = column names) or false, got {header!r}")
         names = columns(values.get("column_names"))
         return cls(
             header=bool(values["header"]),
@@ -93,7 +94,9 @@ def resolve_column(column: Column, columns: list[str], path: Path, option: str) 
             return columns[position]
         raise CnnZooError(f"{path}: {option}={column} is out of range ({len(columns)} columns: {columns})")
     if str(column) not in columns:
-        raise CnnZooError(f"{path} has no column {column!r} for {option} (columns: {columns}); set {option}")
+        what = "label column" if option == "data.label_column" else f"column {column!r} for"
+        named = f"{what} {column!r}" if option == "data.label_column" else f"{what} {option}"
+        raise CnnZooError(f"{path} has no {named} (columns: {columns}); set {option}")
     return str(column)
 
 
@@ -135,8 +138,12 @@ def read_table(
     frame = read_frame(path, fmt)
     columns = list(frame.columns)
     if frame.empty or frame.shape[1] < 2:
-        raise CnnZooError(f"{path} needs rows with at least one feature column and a label column (columns: {columns})")
-    label = columns[-1] if fmt.label_column is None else resolve_column(fmt.label_column, columns, path, "data.label_column")
+        raise CnnZooError(
+            f"{path} needs rows with at least one feature column and a label column (columns: {columns})"
+        )
+    label = columns[-1]
+    if fmt.label_column is not None:
+        label = resolve_column(fmt.label_column, columns, path, "data.label_column")
     features = feature_columns(frame, fmt, label, path)
     if not features:
         raise CnnZooError(f"{path}: no feature columns left (columns: {columns}); check data.drop_columns")

@@ -179,7 +179,8 @@ class ImageFolderDataModule(ZooDataModule):
         self.color_mode = color_mode
         self.normalization = normalization
         self.mean, self.std = normalization_stats(normalization, COLOR_MODES[color_mode])
-        self.validation_split = require_fraction("val_size", renamed("validation_split", "val_size", validation_split, val_size))
+        val_size = renamed("validation_split", "val_size", validation_split, val_size)
+        self.validation_split = require_fraction("val_size", val_size)
         self.test_split = require_fraction("test_size", renamed("test_split", "test_size", test_split, test_size))
         if self.validation_split + self.test_split >= 1.0:
             raise CnnZooError("data.val_size + data.test_size must leave files for training (sum < 1)")

@@ -114,7 +114,9 @@ class SequencePreprocessing:
 
 
 Preprocessing = ImagePreprocessing | TextPreprocessing | SequencePreprocessing
-PREPROCESSING: dict[str, type] = {cls.kind: cls for cls in (ImagePreprocessing, TextPreprocessing, SequencePreprocessing)}
+PREPROCESSING: dict[str, type] = {
+    cls.kind: cls for cls in (ImagePreprocessing, TextPreprocessing, SequencePreprocessing)
+}
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def from_facts(facts: Mapping[str, Any]) -> DataSpec:
             mode=str(facts.get("mode", "window")),
             window=facts.get("window"),
             window_label=facts.get("window_label"),
-            differences=bool(facts.get("differences", config.get("differences", any(n.startswith("diff_") for n in names)))),
+            differences=bool(facts.get("differences", config.get("differences", any(n[:5] == "diff_" for n in names)))),
             label_column=facts.get("label_column"),
             reading=dict(facts.get("reading") or {}),
         )

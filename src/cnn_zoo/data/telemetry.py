@@ -136,7 +136,9 @@ class TelemetryDataModule(ZooDataModule):
             "standardize", "normalization", standardize, normalization, lambda v: "standard" if v else "none"
         )
         if normalization not in ("standard", "none"):
-            raise CnnZooError(f"data.normalization must be 'standard' (training mean/std) or 'none', got {normalization!r}")
+            raise CnnZooError(
+                f"data.normalization must be 'standard' (training mean/std) or 'none', got {normalization!r}"
+            )
         self.standardize = normalization == "standard"
         self.seed = int(seed)
         self.pieces: dict[str, list[Segment]] = {}

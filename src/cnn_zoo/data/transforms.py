@@ -44,7 +44,7 @@ def image_size_pair(value: int | list[int] | tuple[int, ...]) -> list[int]:
 
 
 def normalization_stats(name: str, channels: int = 3) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std: `rescale` = [0, 1]; `imagenet` = ImageNet's for RGB (gray: their average; alpha: [0, 1])."""
+    """Per-channel mean/std: `rescale` = [0, 1]; `imagenet` = ImageNet's for RGB (gray: their average; alpha 0/1)."""
     if name not in NORMALIZATIONS:
         raise CnnZooError(f"data.normalization must be one of {sorted(NORMALIZATIONS)}, got {name!r}")
     if name == "rescale":
