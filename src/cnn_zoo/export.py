@@ -142,7 +142,9 @@ def export(cfg: DictConfig) -> Path:
     parity = float((got - expected).abs().max())
     path.with_suffix(".json").write_text(json.dumps(sidecar(spec, fmt, path, parity), indent=1) + "\n")
     if parity > float(cfg.tolerance):
-        raise CnnZooError(f"the exported {fmt} model differs from PyTorch by {parity:.2e} (> tolerance {cfg.tolerance})")
+        raise CnnZooError(
+            f"the exported {fmt} model differs from PyTorch by {parity:.2e} (> tolerance {cfg.tolerance})"
+        )
     sidecar_name = path.with_suffix(".json").name
     log.info("%s model written to %s (+ %s); max |exported - PyTorch| = %.2e", fmt, path, sidecar_name, parity)
     return path
