@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cnn_zoo.data.csv_table import CsvFormat, read_features
+from cnn_zoo.data.csv_table import CsvFormat, read_features, sniff_delimiter
 from cnn_zoo.data.spec import DataSpec, SequencePreprocessing, TextPreprocessing
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import image_files
@@ -72,7 +72,7 @@ def read_texts(cfg: Any) -> tuple[list[dict[str, Any]], list[str]]:
     if path.suffix.lower() in (".csv", ".tsv"):
         column = cfg.get("input_column") or "text"
         try:
-            frame = pd.read_csv(path, sep=None, engine="python", dtype=str, keep_default_na=False)
+            frame = pd.read_csv(path, sep=sniff_delimiter(path), dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise CnnZooError(f"cannot read {path} as CSV: {str(err).splitlines()[0]}") from err
         if column not in frame.columns:
