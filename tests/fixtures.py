@@ -97,3 +97,17 @@ def make_image_folder(
         Image.fromarray(base).convert("CMYK").save(first / "cmyk.jpg")
         (first / "notes.txt").write_text("not an image")
     return root
+
+
+def make_digit_folder(root: Path, per_class: int = 12, digits: int = 3, seed: int = 0) -> Path:
+    """Grayscale 28x28 PNG digits as `root/{train,validation,test}/<digit>/*.png` (the generated MNIST look)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("validation", per_class // 2), ("test", per_class // 2)):
+        labels = np.repeat(np.arange(digits), count)
+        for index, (label, image) in enumerate(zip(labels, digit_images(labels, rng), strict=True)):
+            folder = root / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png")
+    return root

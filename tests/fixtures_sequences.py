@@ -111,3 +111,13 @@ def make_channel(root: Path, name: str = "C-1", n_train: int = 300, n_test: int 
     anomalies = tuple((start, start + 48, 1 + (index % 2)) for index, start in enumerate(range(60, n_test - 60, 120)))
     write_csv(root / f"{name}_test.csv", telemetry_frame(n_test, anomalies=anomalies, seed=seed + 1))
     return root
+
+
+def write_sensor_csv(path: Path, frame: pd.DataFrame, class_names: list[str], sep: str = ";") -> Path:
+    """A header-less sensor file: a timestamp column first, text labels last, `sep`-separated."""
+    sensor = frame.copy()
+    sensor.insert(0, "time", pd.date_range("2026-01-01", periods=len(frame), freq="s").strftime("%Y-%m-%dT%H:%M:%S"))
+    sensor["label"] = [class_names[int(v)] for v in sensor["label"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sensor.to_csv(path, sep=sep, header=False, index=False)
+    return path

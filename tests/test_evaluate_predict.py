@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import compose_train_config
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.transforms import eval_transform
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.evaluate import evaluate
@@ -53,8 +54,8 @@ def test_training_run_keeps_class_names_and_the_augmentation(trained: dict) -> N
     run = trained["run"]
     assert json.loads((run / "data.json").read_text())["class_names"] == ["cats", "dogs"]
     assert "HorizontalFlip" in (run / "augmentation.yaml").read_text()
-    facts = torch.load(trained["ckpt"], weights_only=True)["hyper_parameters"]["data"]
-    assert facts["class_names"] == ["cats", "dogs"] and facts["input_size"] == [32, 32]
+    spec = DataSpec.from_dict(torch.load(trained["ckpt"], weights_only=True)["hyper_parameters"]["data"])
+    assert spec.class_names == ("cats", "dogs") and spec.preprocessing.size == (32, 32)
     assert {"test/acc", "test/acc_tta"} <= set(trained["metrics"])
     assert trained["metrics"]["test/acc"] > 0.6  # the generated classes are easy: training did learn
 
@@ -83,7 +84,7 @@ def test_evaluate_on_named_data_keeps_the_checkpoints_preprocessing(trained: dic
     other = make_image_folder(tmp_path / "other", layout="split", per_class=12, odd_files=False, seed=5)
     cfg = config(
         "evaluate", tmp_path / "run", f"ckpt_path={trained['ckpt']}", "data=image_folder",
-        f"paths.data_dir={tmp_path}", f"data.folder={other.name}", "data.validation_split=0.5",
+        f"paths.data_dir={tmp_path}", f"data.folder={other.name}", "data.val_size=0.5",
         "data.image_size=64", "data.normalization=imagenet", "data.num_workers=0",
     )  # fmt: skip
     metrics = evaluate(cfg)

@@ -75,19 +75,19 @@ def test_grayscale_image_becomes_three_equal_channels(tmp_path: Path) -> None:
 
 def test_validation_split_is_disjoint_stratified_and_seeded(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "pets", layout="split", per_class=40, odd_files=False)
-    dm = datamodule(root, validation_split=0.25, seed=1)
+    dm = datamodule(root, val_size=0.25, seed=1)
     train, val = paths(dm.train_set), paths(dm.val_set)
     assert not train & val
     assert train | val == set(root.rglob("img_*"))
     assert np.bincount([label for _, label in dm.val_set.samples]).tolist() == [10, 10]
     assert dm.test_set is dm.val_set  # no test folder: test on validation
-    assert paths(datamodule(root, validation_split=0.25, seed=1).val_set) == val
-    assert paths(datamodule(root, validation_split=0.25, seed=2).val_set) != val
+    assert paths(datamodule(root, val_size=0.25, seed=1).val_set) == val
+    assert paths(datamodule(root, val_size=0.25, seed=2).val_set) != val
 
 
 def test_test_split_holds_out_a_third_disjoint_subset(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "pets", layout="split", per_class=40, odd_files=False)
-    dm = datamodule(root, validation_split=0.25, test_split=0.25)
+    dm = datamodule(root, val_size=0.25, test_size=0.25)
     train, val, test = paths(dm.train_set), paths(dm.val_set), paths(dm.test_set)
     assert not (train & val or train & test or val & test)
     assert (len(train), len(val), len(test)) == (40, 20, 20)
@@ -123,12 +123,12 @@ def test_folder_without_class_subfolders_is_an_error(tmp_path: Path) -> None:
     root.mkdir()
     Image.new("RGB", (8, 8)).save(root / "a.png")
     with pytest.raises(CnnZooError, match=r"no class sub-folders with images in .*flat: expected"):
-        datamodule(root, validation_split=0.2)
+        datamodule(root, val_size=0.2)
 
 
 def test_one_folder_needs_a_validation_split(tmp_path: Path) -> None:
     root = make_image_folder(tmp_path / "pets", layout="split", odd_files=False)
-    with pytest.raises(CnnZooError, match="set data.validation_split"):
+    with pytest.raises(CnnZooError, match="set data.val_size"):
         datamodule(root)
 
 
@@ -146,8 +146,8 @@ def test_validation_folder_classes_must_match_training(tmp_path: Path) -> None:
         ({"image_size": 0}, "data.image_size must be an integer >= 8"),
         ({"image_size": [32, 32, 3]}, "data.image_size must be an integer >= 8"),
         ({"normalization": "zscore"}, "data.normalization must be one of"),
-        ({"validation_split": 1.5}, r"data.validation_split must be in \[0, 1\)"),
-        ({"validation_split": 0.5, "test_split": 0.5}, "must leave files for training"),
+        ({"val_size": 1.5}, r"data.val_size must be a fraction in \[0, 1\)"),
+        ({"val_size": 0.5, "test_size": 0.5}, "must leave files for training"),
         ({"on_bad_file": "ignore"}, "data.on_bad_file must be 'skip' or 'error'"),
         ({"batch_size": 0}, "data.batch_size must be a positive integer"),
     ],

@@ -11,6 +11,7 @@ import torch
 
 from cnn_zoo.data import imdb
 from cnn_zoo.data.imdb import IMDBDataModule
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.text import build_vocabulary, encode_texts, pad_sequences, tokenize
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.evaluate import evaluate
@@ -198,13 +199,15 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, tmp_path: 
         and len(vocabulary) == json.loads((run / "data.json").read_text())["vocab_size"]
     )
     checkpoint = next((run / "checkpoints").glob("epoch_*.ckpt"))
-    facts = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["data"]
-    assert facts["vocab"] == vocabulary and facts["max_len"] == 40 and facts["padding"] == "pre"
+    spec = DataSpec.from_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["data"])
+    text = spec.preprocessing
+    assert list(text.vocab) == vocabulary and text.max_len == 40 and text.padding == "pre"
     # the checkpoint alone encodes new text and classifies it
     model = load_classifier(checkpoint)
     texts = ["A superb, wonderful film: loved it!", "Awful. Boring and terrible; I hated it."]
+    assert (text.encode(texts) == encode_texts(texts, spec.facts())).all()
     with torch.no_grad():
-        probs = model.probabilities(model(torch.from_numpy(encode_texts(texts, facts))))
+        probs = model.probabilities(model(torch.from_numpy(text.encode(texts))))
     assert probs[0] > 0.5 > probs[1]
     # evaluate rebuilds the test data from the facts and matches the training run's test
     eval_cfg = compose_cfg(f"ckpt_path={checkpoint}", "logger=none", config_name="evaluate")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.telemetry import Segment, TelemetryDataModule, Windows, as_arrays, split_segments
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.evaluate import evaluate
@@ -59,7 +60,7 @@ def test_window_labels_by_last_step_or_by_any_anomaly() -> None:
 @pytest.mark.parametrize("split", ["stratified", "chronological"])
 def test_windows_never_straddle_split_boundaries(tmp_path: Path, split: str) -> None:
     path = counter_csv(tmp_path / "series.csv", 400)
-    dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", window=8, split=split, standardize=False)
+    dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", window=8, split=split, normalization="none")
     dm.setup()
     rows = {}
     for name, dataset in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set)):
@@ -104,7 +105,7 @@ def test_blocked_k_fold_tests_every_block_once_and_keeps_each_fold_leak_free(tmp
 
     def fold(index: int) -> dict[str, set[int]]:
         dm = TelemetryDataModule(
-            data_dir=str(tmp_path), path="series.csv", window=8, folds=3, fold=index, standardize=False
+            data_dir=str(tmp_path), path="series.csv", window=8, folds=3, fold=index, normalization="none"
         )
         dm.setup()
         assert dm.facts["split_class_counts"]["train"][1:] != [0, 0]
@@ -146,7 +147,9 @@ def test_fold_settings_are_checked(tmp_path: Path) -> None:
 def test_episode_split_cuts_every_labelled_run_in_time_order(tmp_path: Path) -> None:
     labels = np.repeat([0, 1, 0, 2, 0], [100, 50, 100, 50, 100])
     counter_csv(tmp_path / "series.csv", 400, labels)
-    dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", mode="row", split="episodes", standardize=False)
+    dm = TelemetryDataModule(
+        data_dir=str(tmp_path), path="series.csv", mode="row", split="episodes", normalization="none"
+    )
     dm.setup()
     assert all(min(counts) > 0 for counts in dm.facts["split_class_counts"].values())
     train_rows = as_arrays(dm.train_set)[0][:, 0, 0].astype(int)
@@ -158,7 +161,8 @@ def test_episode_split_cuts_every_labelled_run_in_time_order(tmp_path: Path) -> 
 def test_differences_add_each_features_change_within_a_piece(tmp_path: Path) -> None:
     counter_csv(tmp_path / "series.csv", 200)
     dm = TelemetryDataModule(
-        data_dir=str(tmp_path), path="series.csv", window=5, split="chronological", differences=True, standardize=False
+        data_dir=str(tmp_path), path="series.csv", window=5, split="chronological", differences=True,
+        normalization="none",
     )
     dm.setup()
     assert dm.facts["feature_names"] == ["f0", "f1", "diff_f0", "diff_f1"] and dm.facts["in_channels"] == 4
@@ -197,7 +201,7 @@ def test_explicit_files_and_a_validation_part_carved_from_train(channel: Path) -
     write_csv(channel / "fit.csv", pd.read_csv(channel / "C-1_test.csv").iloc[:400])
     write_csv(channel / "holdout.csv", pd.read_csv(channel / "C-1_test.csv").iloc[400:])
     dm = TelemetryDataModule(
-        data_dir=str(channel), train_path="fit.csv", test_path="holdout.csv", window=8, val_fraction=0.2
+        data_dir=str(channel), train_path="fit.csv", test_path="holdout.csv", window=8, val_size=0.2
     )
     dm.setup()
     assert len(dm.test_set) == 800 - 8 + 1  # the whole test file
@@ -297,9 +301,9 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, channel: P
     scaler = json.loads((run / "scaler.json").read_text())
     assert scaler["feature_names"] == ["f0", "f1", "f2", "f3"] and len(scaler["mean"]) == 4
     checkpoint = next((run / "checkpoints").glob("epoch_*.ckpt"))
-    facts = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["data"]
-    assert facts["mean"] == scaler["mean"] and facts["class_names"] == ["nominal", "point", "contextual"]
-    assert facts["input_shape"] == ([4, 16] if mode == "window" else [1, 4])
+    spec = DataSpec.from_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["data"])
+    assert list(spec.preprocessing.mean) == scaler["mean"] and spec.class_names == ("nominal", "point", "contextual")
+    assert spec.input_shape == ((4, 16) if mode == "window" else (1, 4))
     model = load_classifier(checkpoint)
     x = torch.from_numpy(as_arrays(train_data(cfg).test_set)[0])
     with torch.no_grad():

@@ -1,12 +1,12 @@
 """The one LightningModule: binary or multi-class classification around any network.
 
-Everything it needs is stored as plain hyperparameters (network config, data facts, optimizer and
-scheduler configs), so a checkpoint rebuilds the whole model and loads with `weights_only=True`.
+Everything it needs is stored as plain hyperparameters (network config, the data spec as `DataSpec.to_dict()`,
+optimizer and scheduler configs), so a checkpoint rebuilds the whole model and loads with `weights_only=True`;
+checkpoints holding the older flat `facts` dict load too (`DataSpec.from_dict`).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import hydra.utils
@@ -17,8 +17,11 @@ from torch import Tensor
 from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models import build_net
+from cnn_zoo.models.interfaces import PretrainedNet, ScheduledNet
+from cnn_zoo.options import check_model_options
 from cnn_zoo.tta import TestTimeAugmentation
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
@@ -38,13 +41,13 @@ def make_metrics(num_classes: int, with_auroc: bool = True) -> MetricCollection:
     return MetricCollection(metrics)
 
 
-def class_weight_tensor(spec: str | list[float] | None, facts: dict[str, Any]) -> Tensor | None:
+def class_weight_tensor(spec: str | list[float] | None, data: DataSpec) -> Tensor | None:
     """`balanced` weights classes by n_samples / (n_classes * n_class), as scikit-learn does."""
     if spec is None:
         return None
-    num_classes = int(facts["num_classes"])
+    num_classes = data.num_classes
     if spec == "balanced":
-        counts = facts.get("class_counts")
+        counts = data.stats.class_counts
         if not counts:
             raise CnnZooError("class_weights=balanced needs a datamodule that reports class_counts")
         counts_t = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
@@ -60,7 +63,7 @@ class Classifier(L.LightningModule):
     def __init__(
         self,
         net: dict[str, Any],
-        data: dict[str, Any],
+        data: dict[str, Any] | DataSpec,
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
         tta: dict[str, Any] | None = None,
@@ -68,26 +71,26 @@ class Classifier(L.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.num_classes = int(data["num_classes"])
+        self.spec = data if isinstance(data, DataSpec) else DataSpec.from_dict(data)
+        self.save_hyperparameters(ignore=["data"])
+        self.hparams["data"] = self.spec.to_dict()  # old flat facts are stored in today's form from now on
+        check_model_options(self.spec, tta=tta, channels_last=channels_last)
+        self.num_classes = self.spec.num_classes
         self.binary = self.num_classes == 2
-        self.net = build_net(net, data)
+        self.net = build_net(net, self.spec)
         if channels_last:  # NHWC: with bf16 autocast on AMX/AVX512-BF16 CPUs (and on GPUs) convolutions run 2-4x faster
             self.net.to(memory_format=torch.channels_last)
-        if "load_weights" in inspect.signature(type(self.net)).parameters:
-            # pretrained weights end up in the state dict: a checkpoint rebuilds the net without fetching them again
-            self.hparams["net"] = {**net, "load_weights": False}
+        if isinstance(self.net, PretrainedNet):
+            self.hparams["net"] = self.net.checkpoint_config(net)
         self.tta = TestTimeAugmentation(**(tta or {}))
-        weights = class_weight_tensor(class_weights, data)
+        weights = class_weight_tensor(class_weights, self.spec)
         self.register_buffer("class_weights", weights, persistent=False)
         self.train_metrics = make_metrics(self.num_classes, with_auroc=False).clone(prefix="train/")
         self.val_metrics = make_metrics(self.num_classes).clone(prefix="val/")
         self.test_metrics = make_metrics(self.num_classes).clone(prefix="test/")
         self.test_tta_metrics = make_metrics(self.num_classes).clone(prefix="test/", postfix="_tta")
         self.val_acc_best = MaxMetric()
-        shape = data.get("input_shape")
-        if shape:
-            self.example_input_array = torch.zeros(1, *shape, dtype=DTYPES[data.get("input_dtype", "float32")])
+        self.example_input_array = torch.zeros(1, *self.spec.input_shape, dtype=DTYPES[self.spec.input_dtype])
 
     # ----------------------------------------------------------------- forward and loss
     def forward(self, x: Tensor) -> Tensor:
@@ -130,13 +133,13 @@ class Classifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Before the strategy wraps the net: DDP keeps in sync only the parameters requiring grad at that time."""
-        if stage == "fit" and self.trainer.world_size > 1 and hasattr(self.net, "prepare_distributed"):
+        if stage == "fit" and self.trainer.world_size > 1 and isinstance(self.net, ScheduledNet):
             ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None) or {}
             self.net.prepare_distributed(bool(ddp_kwargs.get("find_unused_parameters", False)))
 
     def on_train_epoch_start(self) -> None:
         """Networks with a training schedule (transfer learning's frozen/fine-tuning phases) follow the epoch."""
-        if hasattr(self.net, "on_train_epoch_start"):
+        if isinstance(self.net, ScheduledNet):
             self.net.on_train_epoch_start(self.current_epoch)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -172,7 +175,7 @@ class Classifier(L.LightningModule):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The network's own groups when it defines them (transfer learning), else its trainable parameters."""
         lr = float(self.hparams.optimizer.get("lr", 1e-3))
-        if hasattr(self.net, "parameter_groups"):
+        if isinstance(self.net, ScheduledNet):
             return self.net.parameter_groups(lr)
         return [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
 

@@ -1,4 +1,4 @@
-"""What `evaluate` and `predict` share: a classifier from a checkpoint, its data, image files, a trainer."""
+"""What `evaluate`, `predict` and `export` share: a classifier from a checkpoint, its data, input files, a trainer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from omegaconf import DictConfig, open_dict
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.transforms import is_image_file
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.pipeline import build_trainer, instantiate
@@ -20,8 +21,8 @@ from cnn_zoo.torch_files import load_torch_file
 
 log = logging.getLogger(__name__)
 
-# data config keys that must follow the checkpoint when `data=` rebuilds the datamodule from config
-PREPROCESSING_KEYS = {"image_size": "input_size", "normalization": "normalization"}
+# image data config keys that must follow the checkpoint when `data=` rebuilds the datamodule from config
+IMAGE_PREPROCESSING_KEYS = {"image_size": "size", "normalization": "normalization", "color_mode": "color_mode"}
 
 
 def load_classifier(ckpt_path: str | Path | None, tta: dict[str, Any] | None = None) -> Classifier:
@@ -31,35 +32,38 @@ def load_classifier(ckpt_path: str | Path | None, tta: dict[str, Any] | None = N
     path, checkpoint = load_torch_file(ckpt_path, "checkpoint", "pass ckpt_path=<run folder>/checkpoints/<name>.ckpt")
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "data" not in hparams or "net" not in hparams:
-        raise CnnZooError(f"{path} is not a cnn_zoo checkpoint (no network config and data facts inside)")
+        raise CnnZooError(f"{path} is not a cnn_zoo checkpoint (no network config and data spec inside)")
     model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, tta=tta)
     model.eval()
     return model
 
 
-def datamodule_for(facts: dict[str, Any], data_cfg: DictConfig | None) -> ZooDataModule:
-    """The data a checkpoint was trained on (its facts), or the one `data_cfg` names, preprocessed as trained.
+def datamodule_for(spec: DataSpec | dict[str, Any], data_cfg: DictConfig | None) -> ZooDataModule:
+    """The data a checkpoint was trained on (its spec), or the one `data_cfg` names, preprocessed as trained.
 
-    With `data_cfg`, the image size and normalisation still come from the checkpoint: the network only
-    understands inputs prepared the way it was trained.
+    With `data_cfg`, the image size, normalisation and color mode still come from the checkpoint: the network
+    only understands inputs prepared the way it was trained.
     """
+    spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
     if data_cfg is None:
-        config = facts.get("datamodule")
+        config = spec.datamodule
         if not config:
             raise CnnZooError("this checkpoint does not record its data config; name one with data=<option>")
     else:
         config = to_plain(data_cfg)
     config = dict(config)
-    for key, fact in PREPROCESSING_KEYS.items():
-        if key in config and fact in facts:
-            config[key] = facts[fact]
+    if spec.kind == "image":
+        for key, field_name in IMAGE_PREPROCESSING_KEYS.items():
+            if key in config:
+                value = getattr(spec.preprocessing, field_name)
+                config[key] = list(value) if isinstance(value, tuple) else value
     datamodule = instantiate(config, "data")
     datamodule.prepare_data()
     datamodule.setup("test")
-    if list(datamodule.facts["class_names"]) != list(facts["class_names"]):
+    if datamodule.spec.class_names != spec.class_names:
         raise CnnZooError(
-            f"the data's classes {datamodule.facts['class_names']} differ from the checkpoint's "
-            f"{facts['class_names']}; evaluate on data with the same class folders"
+            f"the data's classes {list(datamodule.spec.class_names)} differ from the checkpoint's "
+            f"{list(spec.class_names)}; evaluate on data with the same class folders"
         )
     return datamodule
 

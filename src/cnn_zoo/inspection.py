@@ -66,7 +66,11 @@ def class_names(pl_module: L.LightningModule) -> list[str]:
 
 
 def facts_of(pl_module: L.LightningModule) -> dict[str, Any]:
-    return dict(pl_module.hparams.get("data") or {})
+    """The flat facts view of the module's data spec (mean/std, vocabulary...), whichever form it was saved in."""
+    from cnn_zoo.data.spec import DataSpec
+
+    data = pl_module.hparams.get("data") or {}
+    return DataSpec.from_dict(data).facts() if "contract" in data else dict(data)
 
 
 def predictions(probs: Tensor) -> Tensor:

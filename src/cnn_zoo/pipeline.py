@@ -18,7 +18,9 @@ from omegaconf import DictConfig
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.options import check_data_options
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +40,21 @@ def build_datamodule(cfg: DictConfig) -> ZooDataModule:
     datamodule = instantiate(cfg.data, "data")
     datamodule.prepare_data()
     datamodule.setup("fit")
-    # the resolved data config travels with the facts, so `evaluate` can rebuild the test data from a checkpoint
-    datamodule.facts.setdefault("datamodule", to_plain(cfg.data))
-    log.info("classes: %s", dict(enumerate(datamodule.facts["class_names"])))
+    if datamodule.spec is None:
+        raise RuntimeError(f"{type(datamodule).__name__}.setup() must set `spec` (a cnn_zoo.data.spec.DataSpec)")
+    check_data_options(to_plain(cfg.get("augmentation")), datamodule.spec)
+    # the resolved data config travels with the spec, so `evaluate` can rebuild the test data from a checkpoint
+    if datamodule.spec.datamodule is None:
+        datamodule.spec = datamodule.spec.with_datamodule(to_plain(cfg.data))
+    log.info("classes: %s", dict(enumerate(datamodule.spec.class_names)))
     return datamodule
 
 
-def build_classifier(cfg: DictConfig, facts: dict[str, Any]) -> Classifier:
+def build_classifier(cfg: DictConfig, data: DataSpec | dict[str, Any]) -> Classifier:
+    """The Classifier for `data`: a `DataSpec`, or its dict (`datamodule.facts` is accepted too)."""
     return Classifier(
         net=to_plain(cfg.model.net),
-        data=facts,
+        data=data,
         optimizer=to_plain(cfg.optimizer),
         scheduler=to_plain(cfg.get("scheduler")) or None,
         tta=to_plain(cfg.get("tta")) or None,

@@ -1,68 +1,136 @@
-"""`python -m cnn_zoo.predict ckpt_path=... input=<image or folder> [tta=hflip]`: class probabilities as CSV.
+"""`python -m cnn_zoo.predict ckpt_path=... input=...`: class probabilities for images, texts or sequences.
 
-Needs nothing but the checkpoint: class names, image size and normalisation come from its data facts, and the
-images go through the datamodule's own evaluation transform (`eval_transform(facts)`). Unreadable files are
-listed in one warning (and in `unreadable.txt`); the rest are predicted.
+Needs nothing but the checkpoint (or an exported model with its JSON sidecar: `model_path=<file>.onnx|.pt`):
+the spec inside says what the input is and how it is preprocessed. Inputs per kind:
+- images: a file or a folder (recursive); unreadable files are listed in one warning and in `unreadable.txt`;
+- text: a `.txt` file, a folder of them, or a CSV column (`input=reviews.csv input_column=text`);
+- sequences: a CSV with the training feature columns; one prediction per window end (`row`: its 0-based data row).
+Output: `format=csv` (default) or `json`; `top_k=k` adds the k most probable classes; `tta=...` for images.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Protocol
 
 import hydra
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch import Tensor
 
 from cnn_zoo.config import CONFIG_DIR, to_plain
-from cnn_zoo.data.image_folder import ImageFiles, scan
-from cnn_zoo.data.transforms import eval_transform
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError, user_errors
-from cnn_zoo.inference import image_files, inference_trainer, load_classifier
+from cnn_zoo.inference import load_classifier
+from cnn_zoo.inputs import Unreadable, batches
+from cnn_zoo.options import check_model_options
+from cnn_zoo.tta import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
+FORMATS = ("csv", "json")
+
+
+class Predictor(Protocol):
+    """Anything that maps a preprocessed batch to class probabilities (N, C): a checkpoint or an exported file."""
+
+    spec: DataSpec
+
+    def probabilities(self, x: Tensor) -> Tensor: ...
+
+
+class CheckpointPredictor:
+    """The Classifier of a checkpoint, with its test-time augmentation."""
+
+    def __init__(self, ckpt_path: str, tta: dict | None) -> None:
+        self.model = load_classifier(ckpt_path, tta)
+        self.spec = self.model.spec
+
+    @torch.no_grad()
+    def probabilities(self, x: Tensor) -> Tensor:
+        model = self.model
+        probs = model.tta(model.view_probabilities, x) if model.tta.active else model.view_probabilities(x)
+        return model.class_probabilities(probs)
+
+
+class MergedViews:
+    """TTA around a predictor that returns (N, C): binary merges P(class 1), as the Classifier does."""
+
+    def __init__(self, inner: Predictor, tta: dict | None) -> None:
+        self.inner, self.spec = inner, inner.spec
+        self.tta = TestTimeAugmentation(**(tta or {}))
+        check_model_options(self.spec, tta=tta, channels_last=False)
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        if not self.tta.active:
+            return self.inner.probabilities(x)
+        if self.spec.num_classes == 2:
+            positive = self.tta(lambda v: self.inner.probabilities(v)[:, 1], x)
+            return torch.stack([1 - positive, positive], dim=1)
+        return self.tta(self.inner.probabilities, x)
+
+
+def predictor_for(cfg: DictConfig) -> Predictor:
+    tta = to_plain(cfg.get("tta")) or None
+    if cfg.get("model_path"):
+        from cnn_zoo.export import ExportedPredictor
+
+        return MergedViews(ExportedPredictor(str(cfg.model_path)), tta)
+    return CheckpointPredictor(cfg.ckpt_path, tta)
+
+
+def table_of(rows: list[dict], probabilities: Tensor, class_names: list[str], top_k: int) -> pd.DataFrame:
+    """id columns, `predicted`, [top1, top1_prob, ...], prob_<class> for every class."""
+    best = probabilities.argmax(dim=1).tolist()
+    frame = pd.DataFrame(rows)
+    frame["predicted"] = [class_names[i] for i in best]
+    k = min(int(top_k), len(class_names))
+    if k > 1:
+        values, indices = probabilities.topk(k, dim=1)
+        for rank in range(k):
+            frame[f"top{rank + 1}"] = [class_names[i] for i in indices[:, rank].tolist()]
+            frame[f"top{rank + 1}_prob"] = values[:, rank].tolist()
+    for column, name in enumerate(class_names):
+        frame[f"prob_{name}"] = probabilities[:, column].tolist()
+    return frame
+
+
+def write_table(table: pd.DataFrame, output: Path, fmt: str) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "json":
+        output.write_text(json.dumps(json.loads(table.to_json(orient="records", double_precision=6)), indent=1) + "\n")
+    else:
+        table.to_csv(output, index=False, float_format="%.6f")
 
 
 def predict(cfg: DictConfig) -> pd.DataFrame:
-    """Predict every image of `cfg.input`; returns the table written to `cfg.output`."""
+    """Predict every sample of `cfg.input`; returns the table written to `cfg.output`."""
     L.seed_everything(cfg.seed, workers=True)
-    model = load_classifier(cfg.ckpt_path, to_plain(cfg.get("tta")) or None)
-    facts = model.hparams.data
-    class_names = list(facts["class_names"])
-    transform = eval_transform(facts)
-    files = image_files(cfg.input)
-    trainer = inference_trainer(cfg)
-    chunk_size = max(1, int(cfg.chunk_size))
-    rows, unreadable = [], []
-    for start in range(0, len(files), chunk_size):
-        chunk = [(path, -1) for path in files[start : start + chunk_size]]
-        good, arrays, bad = scan(chunk, transform.decode, int(cfg.num_workers))
-        unreadable += bad
-        if not good:
-            continue
-        dataset = ImageFiles(good, transform, cache=np.stack(arrays))
-        loader = DataLoader(dataset, batch_size=int(cfg.batch_size))
-        probabilities = torch.cat(trainer.predict(model, dataloaders=loader))
-        for (path, _), probs in zip(good, probabilities.tolist(), strict=True):
-            best = max(range(len(class_names)), key=probs.__getitem__)
-            rows.append(
-                {"path": str(path), "predicted": class_names[best]}
-                | {f"prob_{name}": p for name, p in zip(class_names, probs, strict=True)}
-            )
+    fmt = str(cfg.get("format", "csv"))
+    if fmt not in FORMATS:
+        raise CnnZooError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+    if not cfg.get("model_path") and not cfg.get("ckpt_path"):
+        raise CnnZooError("ckpt_path is required: ckpt_path=outputs/runs/<run>/checkpoints/<name>.ckpt")
+    predictor = predictor_for(cfg)
+    class_names = list(predictor.spec.class_names)
+    unreadable = Unreadable()
+    rows, outputs = [], []
+    for batch in batches(predictor.spec, cfg, unreadable):
+        rows += batch.ids
+        outputs.append(predictor.probabilities(batch.x).float())
     output = Path(str(cfg.output))
     output.parent.mkdir(parents=True, exist_ok=True)
-    if unreadable:
-        listing = "; ".join(f"{path} ({reason})" for path, reason in unreadable)
-        log.warning("%d unreadable image file(s) not predicted: %s", len(unreadable), listing)
-        (output.parent / "unreadable.txt").write_text("".join(f"{path}\t{reason}\n" for path, reason in unreadable))
+    if unreadable.files:
+        listing = "; ".join(f"{path} ({reason})" for path, reason in unreadable.files)
+        log.warning("%d unreadable image file(s) not predicted: %s", len(unreadable.files), listing)
+        (output.parent / "unreadable.txt").write_text("".join(f"{p}\t{reason}\n" for p, reason in unreadable.files))
     if not rows:
-        raise CnnZooError(f"none of the {len(files)} image file(s) under {cfg.input} could be read")
-    table = pd.DataFrame(rows, columns=["path", "predicted", *(f"prob_{name}" for name in class_names)])
-    table.to_csv(output, index=False, float_format="%.6f")
+        raise CnnZooError(f"nothing to predict in {cfg.input}")
+    table = table_of(rows, torch.cat(outputs), class_names, int(cfg.get("top_k", 1)))
+    write_table(table, output, fmt)
     log.info("%d predictions written to %s", len(table), output)
     return table
 

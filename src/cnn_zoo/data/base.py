@@ -1,19 +1,38 @@
-"""Behaviour shared by every datamodule: loaders from config, and the `facts` contract."""
+"""Behaviour shared by every datamodule: loaders from config, the `DataSpec` it publishes, renamed options."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_dir(path: str | Path) -> Path:
     """Expand `~` and make absolute, so messages name the real place that was searched."""
     return Path(path).expanduser().resolve()
+
+
+def renamed(old: str, new: str, old_value: Any, new_value: Any, convert: Any = None) -> Any:
+    """The value of an option under its new name; an old name still set wins, with a deprecation message."""
+    if old_value is None:
+        return new_value
+    value = convert(old_value) if convert else old_value
+    log.warning("data.%s is deprecated and will be removed: use data.%s=%s instead", old, new, value)
+    return value
+
+
+def require_fraction(name: str, value: Any) -> float:
+    if not 0.0 <= float(value) < 1.0:
+        raise CnnZooError(f"data.{name} must be a fraction in [0, 1), got {value!r}")
+    return float(value)
 
 
 def require_positive(name: str, value: int) -> int:
@@ -25,9 +44,9 @@ def require_positive(name: str, value: int) -> int:
 class ZooDataModule(L.LightningDataModule):
     """Base datamodule.
 
-    After `setup()` a subclass sets `train_set`, `val_set`, `test_set` and `facts`: a plain dict
-    (num_classes, class_names, in_channels, input_size, preprocessing, ...) that the model is built
-    from and that travels inside every checkpoint, so prediction needs nothing else.
+    After `setup()` a subclass sets `train_set`, `val_set`, `test_set` and `spec` (a `DataSpec`): what the
+    network is built from, the evaluation preprocessing and the split statistics; it travels inside every
+    checkpoint, so prediction needs nothing else.
     """
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False) -> None:
@@ -40,7 +59,12 @@ class ZooDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
-        self.facts: dict[str, Any] = {}
+        self.spec: DataSpec | None = None
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The flat dict view of `spec` that earlier versions published (empty before `setup()`)."""
+        return self.spec.facts() if self.spec is not None else {}
 
     def save_artifacts(self, run_dir: Path) -> None:
         """Write what a run must keep beside its facts (augmentation pipeline, vocabulary, ...); none by default."""

@@ -2,7 +2,9 @@
 
 Two layouts:
 - `<root>/{train,validation,test}/<class>/*.jpg` (the course's cats_and_dogs_small);
-- `<root>/<class>/*.jpg`, split per class with a seed by `validation_split` (and `test_split`).
+- `<root>/<class>/*.jpg`, split per class with a seed by `val_size` (and `test_size`), fractions of each class.
+
+`color_mode` (Keras' names): `rgb` (3 channels), `grayscale` (1) or `rgba` (4), end to end.
 
 Class names map to indices in sorted order. Every file is decoded and resized once at setup (cached as one
 uint8 array when `cache=true`, so epochs are compute-bound); unreadable files are reported in one warning and
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cnn_zoo.config import to_plain
-from cnn_zoo.data.base import ZooDataModule, resolve_dir
+from cnn_zoo.data.base import ZooDataModule, renamed, require_fraction, resolve_dir
+from cnn_zoo.data.spec import DataSpec, DataStats, ImagePreprocessing
 from cnn_zoo.data.transforms import (
+    COLOR_MODES,
     ImageTransform,
     augmentation_transforms,
-    eval_transform,
     image_size_pair,
     is_image_file,
     normalization_stats,
@@ -155,9 +159,10 @@ class ImageFolderDataModule(ZooDataModule):
         folder: str = "cats_and_dogs_small",
         image_size: int | list[int] = 180,
         normalization: str = "rescale",
+        color_mode: str = "rgb",
         augmentation: dict[str, Any] | None = None,
-        validation_split: float = 0.0,
-        test_split: float = 0.0,
+        val_size: float = 0.0,
+        test_size: float = 0.0,
         seed: int = 42,
         batch_size: int = 32,
         num_workers: int = 2,
@@ -165,19 +170,22 @@ class ImageFolderDataModule(ZooDataModule):
         on_bad_file: str = "skip",
         split_dirs: dict[str, str] | None = None,
         pin_memory: bool = False,
+        validation_split: float | None = None,  # deprecated: val_size
+        test_split: float | None = None,  # deprecated: test_size
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.root = resolve_dir(data_dir) / folder
         self.image_size = image_size_pair(image_size)
+        if color_mode not in COLOR_MODES:
+            raise CnnZooError(f"data.color_mode must be one of {list(COLOR_MODES)} (Keras' names), got {color_mode!r}")
+        self.color_mode = color_mode
         self.normalization = normalization
-        self.mean, self.std = normalization_stats(normalization)
-        for name, value in (("validation_split", validation_split), ("test_split", test_split)):
-            if not 0.0 <= float(value) < 1.0:
-                raise CnnZooError(f"data.{name} must be in [0, 1), got {value!r}")
-        if float(validation_split) + float(test_split) >= 1.0:
-            raise CnnZooError("data.validation_split + data.test_split must leave files for training (sum < 1)")
-        self.validation_split = float(validation_split)
-        self.test_split = float(test_split)
+        self.mean, self.std = normalization_stats(normalization, COLOR_MODES[color_mode])
+        val_size = renamed("validation_split", "val_size", validation_split, val_size)
+        self.validation_split = require_fraction("val_size", val_size)
+        self.test_split = require_fraction("test_size", renamed("test_split", "test_size", test_split, test_size))
+        if self.validation_split + self.test_split >= 1.0:
+            raise CnnZooError("data.val_size + data.test_size must leave files for training (sum < 1)")
         self.seed = int(seed)
         self.cache = bool(cache)
         if on_bad_file not in ("skip", "error"):
@@ -211,7 +219,7 @@ class ImageFolderDataModule(ZooDataModule):
             )
         if self.validation_split <= 0:
             raise CnnZooError(
-                f"{root} is one folder of classes without train/validation folders: set data.validation_split "
+                f"{root} is one folder of classes without train/validation folders: set data.val_size "
                 "(e.g. 0.25) to hold out validation images"
             )
         samples = list_samples(root, class_names)
@@ -233,7 +241,7 @@ class ImageFolderDataModule(ZooDataModule):
         else:
             raise CnnZooError(
                 f"{val_dir} not found: add that folder of class sub-folders, name it with "
-                "data.split_dirs.val, or hold out part of the training images with data.validation_split=0.2"
+                "data.split_dirs.val, or hold out part of the training images with data.val_size=0.2"
             )
         test = list_samples(test_dir, class_names) if test_dir.is_dir() else []
         return class_names, {"train": train, "val": val, "test": test}
@@ -241,7 +249,7 @@ class ImageFolderDataModule(ZooDataModule):
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         """Find the files once; decode the splits `stage` needs (`test`/`predict`: the test split only)."""
-        if not self.facts:
+        if self.spec is None:
             self.describe(*self.find_splits())
         wanted = ["test"] if stage in ("test", "predict") else ["train", "val", "test"]
         if not self.splits["test"]:
@@ -254,13 +262,15 @@ class ImageFolderDataModule(ZooDataModule):
         self.report_skipped()
         self.train_set, self.val_set = self.datasets.get("train"), self.datasets.get("val")
         self.test_set = self.datasets.get("test", self.val_set)
+        counts = self.spec.stats.class_counts
         if self.train_set is not None:
             labels = [label for _, label in self.train_set.samples]
-            self.facts["class_counts"] = np.bincount(labels, minlength=self.facts["num_classes"]).tolist()
-        self.facts["split_sizes"] = {name: len(ds) for name, ds in self.datasets.items()}
+            counts = tuple(np.bincount(labels, minlength=self.spec.num_classes).tolist())
+        stats = DataStats(class_counts=counts, split_sizes={name: len(ds) for name, ds in self.datasets.items()})
+        self.spec = replace(self.spec, stats=stats)
 
     def describe(self, class_names: list[str], splits: dict[str, Samples]) -> None:
-        """The facts, and the transforms built from them."""
+        """The spec, and the transforms built from it."""
         if len(class_names) < 2:
             raise CnnZooError(f"{self.root} has one class ({class_names[0]}); classification needs at least two")
         for name in ("train", "val"):
@@ -269,22 +279,23 @@ class ImageFolderDataModule(ZooDataModule):
         if not splits["test"]:
             log.warning("no test split under %s: testing on the validation split", self.root)
         self.splits = splits
-        self.facts = {
-            "kind": "image",
-            "num_classes": len(class_names),
-            "class_names": class_names,
-            "in_channels": 3,
-            "input_size": self.image_size,
-            "input_shape": [3, *self.image_size],
-            "input_dtype": "float32",
-            "normalization": self.normalization,
-            "mean": self.mean,
-            "std": self.std,
-            "resize": "bilinear",
-            "train_augmentation": bool(self.augment),  # transfer models cache backbone features only without it
-        }
-        self.eval_transform = eval_transform(self.facts)  # the one predict uses too
-        self.train_transform = ImageTransform(self.facts, self.augment)
+        preprocessing = ImagePreprocessing(
+            size=tuple(self.image_size),
+            color_mode=self.color_mode,
+            normalization=self.normalization,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+        )
+        self.spec = DataSpec(
+            kind="image",
+            class_names=tuple(class_names),
+            input_shape=(preprocessing.channels, *self.image_size),
+            input_dtype="float32",
+            preprocessing=preprocessing,
+            train_augmentation=bool(self.augment),  # transfer models cache backbone features only without it
+        )
+        self.eval_transform = preprocessing.transform()  # the one predict uses too
+        self.train_transform: ImageTransform = preprocessing.transform(self.augment)
         self.train_pipeline = self.train_transform.pipeline
 
     def load(self, samples: Samples, transform: ImageTransform, split: str) -> ImageFiles:
@@ -313,7 +324,7 @@ class ImageFolderDataModule(ZooDataModule):
         """The resolved training pipeline, in albumentations' own format (reload with `A.load(path, 'yaml')`)."""
         import albumentations as A
 
-        if not self.facts:
+        if self.spec is None:
             self.describe(*self.find_splits())
         run_dir.mkdir(parents=True, exist_ok=True)
         A.save(self.train_pipeline, str(run_dir / "augmentation.yaml"), data_format="yaml")

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from cnn_zoo.data.base import ZooDataModule, require_positive, resolve_dir
 from cnn_zoo.data.download import Resource, download
+from cnn_zoo.data.spec import DataSpec, DataStats, TextPreprocessing
 from cnn_zoo.data.text import (
     OOV_INDEX,
     PAD_INDEX,
@@ -198,7 +199,7 @@ class IMDBDataModule(ZooDataModule):
         max_len: int = 500,
         padding: str = "pre",
         truncating: str = "pre",
-        val_size: int = 5000,
+        val_size: float = 5000,
         seed: int = 42,
         max_reviews: int | None = None,
         cache: bool = True,
@@ -219,9 +220,9 @@ class IMDBDataModule(ZooDataModule):
             if side not in SIDES:
                 raise CnnZooError(f"data.{name} must be 'pre' or 'post' (as Keras' pad_sequences), got {side!r}")
         self.padding, self.truncating = padding, truncating
-        if int(val_size) < 0:
-            raise CnnZooError(f"data.val_size must be >= 0, got {val_size!r}")
-        self.val_size = int(val_size)
+        if float(val_size) < 0:
+            raise CnnZooError(f"data.val_size must be a count >= 0 or a fraction < 1, got {val_size!r}")
+        self.val_size = float(val_size) if float(val_size) < 1 else int(val_size)
         self.seed = int(seed)
         self.max_reviews = require_positive("max_reviews", max_reviews) if max_reviews is not None else None
         self.cache = bool(cache)
@@ -281,12 +282,13 @@ class IMDBDataModule(ZooDataModule):
         """Read, split, build the vocabulary on the training part, encode and pad every split."""
         assert self.tree is not None
         texts, labels = read_split(self.tree, "train", self.max_reviews)
-        if self.val_size >= len(texts):
+        n_val = round(self.val_size * len(texts)) if isinstance(self.val_size, float) else self.val_size
+        if n_val >= len(texts):
             raise CnnZooError(
                 f"data.val_size={self.val_size} leaves no training reviews (the training split has {len(texts)})"
             )
         order = np.random.default_rng(self.seed).permutation(len(texts))
-        val_index, train_index = np.sort(order[: self.val_size]), np.sort(order[self.val_size :])
+        val_index, train_index = np.sort(order[:n_val]), np.sort(order[n_val:])
         tokens = [tokenize(text) for text in track(texts, "tokenising IMDB training reviews", unit="reviews")]
         vocab = build_vocabulary((tokens[i] for i in train_index), self.num_words)
         ids = encode(tokens, vocab)
@@ -328,7 +330,7 @@ class IMDBDataModule(ZooDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
-        if self.facts:
+        if self.spec is not None:
             return
         self.prepare_data()
         encoded = self.load_encoded()
@@ -339,26 +341,28 @@ class IMDBDataModule(ZooDataModule):
         if self.val_set is None:
             log.warning("data.val_size=0: validating on the test split")
             self.val_set = self.test_set
-        self.facts = {
-            "kind": "text",
-            "num_classes": 2,
-            "class_names": list(CLASS_NAMES),
-            "vocab_size": len(self.vocab),
-            "vocab": self.vocab,
-            "pad_index": PAD_INDEX,
-            "oov_index": OOV_INDEX,
-            "tokenizer": TOKENIZER,
-            "max_len": self.max_len,
-            "padding": self.padding,
-            "truncating": self.truncating,
-            "input_shape": [self.max_len],
-            "input_dtype": "int64",
-            "class_counts": np.bincount(encoded["train_y"], minlength=2).tolist(),
-            "split_sizes": {"train": len(self.train_set), "val": len(encoded["val_y"]), "test": len(self.test_set)},
-        }
+        self.spec = DataSpec(
+            kind="text",
+            class_names=tuple(CLASS_NAMES),
+            input_shape=(self.max_len,),
+            input_dtype="int64",
+            preprocessing=TextPreprocessing(
+                vocab=tuple(self.vocab),
+                max_len=self.max_len,
+                padding=self.padding,
+                truncating=self.truncating,
+                pad_index=PAD_INDEX,
+                oov_index=OOV_INDEX,
+                tokenizer=TOKENIZER,
+            ),
+            stats=DataStats(
+                class_counts=tuple(np.bincount(encoded["train_y"], minlength=2).tolist()),
+                split_sizes={"train": len(self.train_set), "val": len(encoded["val_y"]), "test": len(self.test_set)},
+            ),
+        )
 
     def save_artifacts(self, run_dir: Path) -> None:
-        """`vocabulary.txt`: one word a line, line n (from 0) = index n; also inside the checkpoint's facts."""
+        """`vocabulary.txt`: one word a line, line n (from 0) = index n; also inside the checkpoint's spec."""
         if not self.vocab:
             self.setup("fit")
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import TensorDataset, random_split
 from torchvision.datasets import MNIST
 
-from cnn_zoo.data.base import ZooDataModule, resolve_dir
+from cnn_zoo.data.base import ZooDataModule, renamed, resolve_dir
+from cnn_zoo.data.spec import DataSpec, DataStats, ImagePreprocessing
 from cnn_zoo.errors import CnnZooError
 
 log = logging.getLogger(__name__)
@@ -40,21 +41,25 @@ class MNISTDataModule(ZooDataModule):
         data_dir: str = "data",
         batch_size: int = 128,
         num_workers: int = 0,
-        val_size: int = 5000,
+        val_size: float = 5000,
         seed: int = 42,
-        normalize: str = "standard",
+        normalization: str = "standard",
         download: bool = True,
         digits: list[int] | None = None,
         train_per_class: int | None = None,
         pin_memory: bool = False,
+        normalize: str | None = None,  # deprecated: normalization
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
-        if normalize not in ("standard", "rescale"):
-            raise CnnZooError(f"data.normalize must be 'standard' or 'rescale', got {normalize!r}")
+        normalization = renamed("normalize", "normalization", normalize, normalization)
+        if normalization not in ("standard", "rescale"):
+            raise CnnZooError(f"data.normalization must be 'standard' or 'rescale', got {normalization!r}")
+        if float(val_size) < 0:
+            raise CnnZooError(f"data.val_size must be a count >= 0 or a fraction < 1, got {val_size!r}")
         self.data_dir = resolve_dir(data_dir)
-        self.val_size = int(val_size)
+        self.val_size = float(val_size)
         self.seed = int(seed)
-        self.normalize = normalize
+        self.normalize = normalization
         self.download = download
         self.digits = sorted(int(d) for d in digits) if digits else list(range(10))
         self.train_per_class = train_per_class
@@ -90,22 +95,23 @@ class MNISTDataModule(ZooDataModule):
         train = TensorDataset(train_x, train_y)
         if self.train_per_class:
             train = TensorDataset(*self.per_class_subset(train_x, train_y, int(self.train_per_class)))
-        n_val = min(self.val_size, len(train) // 5)
+        wanted = round(self.val_size * len(train)) if self.val_size < 1 else int(self.val_size)
+        n_val = min(wanted, len(train) // 5)
         generator = torch.Generator().manual_seed(self.seed)
         self.train_set, self.val_set = random_split(train, [len(train) - n_val, n_val], generator=generator)
         self.test_set = TensorDataset(test_x, test_y)
         mean, std = (MNIST_MEAN, MNIST_STD) if self.normalize == "standard" else (0.0, 1.0)
-        self.facts = {
-            "kind": "image",
-            "num_classes": len(self.digits),
-            "class_names": [str(d) for d in self.digits],
-            "in_channels": 1,
-            "input_size": [28, 28],
-            "input_shape": [1, 28, 28],
-            "input_dtype": "float32",
-            "mean": [mean],
-            "std": [std],
-        }
+        # tensors are prepared here; the preprocessing says how a 28x28 digit image file becomes the same tensor
+        self.spec = DataSpec(
+            kind="image",
+            class_names=tuple(str(d) for d in self.digits),
+            input_shape=(1, 28, 28),
+            input_dtype="float32",
+            preprocessing=ImagePreprocessing(
+                size=(28, 28), color_mode="grayscale", normalization=self.normalize, mean=(mean,), std=(std,)
+            ),
+            stats=DataStats(split_sizes={"train": len(self.train_set), "val": n_val, "test": len(self.test_set)}),
+        )
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         try:

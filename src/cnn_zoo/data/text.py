@@ -77,6 +77,8 @@ def pad_sequences(
 
 
 def encode_texts(texts: Sequence[str], facts: dict[str, Any]) -> np.ndarray:
-    """New text as a checkpoint's network expects it, from its facts alone (vocabulary, max_len, padding)."""
+    """New text as a checkpoint's network expects it, from a flat facts dict (vocabulary, max_len, padding).
+
+    `TextPreprocessing.encode` is the same, from the typed spec."""
     ids = encode([tokenize(text) for text in texts], facts["vocab"])
     return pad_sequences(ids, int(facts["max_len"]), facts["padding"], facts["truncating"], dtype=np.int64)

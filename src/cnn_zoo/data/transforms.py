@@ -25,10 +25,9 @@ from cnn_zoo.errors import CnnZooError  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-NORMALIZATIONS = {
-    "rescale": ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),  # x / 255, as Keras' Rescaling(1/255) in the notes
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),  # what ImageNet-pretrained networks expect
-}
+NORMALIZATIONS = ("rescale", "imagenet")  # x / 255 (Keras' Rescaling(1/255) in the notes) | ImageNet mean/std
+COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}  # Keras' color_mode names -> channels
+PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def image_size_pair(value: int | list[int] | tuple[int, ...]) -> list[int]:
@@ -44,11 +43,15 @@ def image_size_pair(value: int | list[int] | tuple[int, ...]) -> list[int]:
     return size
 
 
-def normalization_stats(name: str) -> tuple[list[float], list[float]]:
+def normalization_stats(name: str, channels: int = 3) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std: `rescale` = [0, 1]; `imagenet` = ImageNet's for RGB (gray: their average; alpha 0/1)."""
     if name not in NORMALIZATIONS:
         raise CnnZooError(f"data.normalization must be one of {sorted(NORMALIZATIONS)}, got {name!r}")
-    mean, std = NORMALIZATIONS[name]
-    return list(mean), list(std)
+    if name == "rescale":
+        return [0.0] * channels, [1.0] * channels
+    if channels == 1:
+        return [sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3]
+    return (IMAGENET_MEAN + [0.0])[:channels], (IMAGENET_STD + [1.0])[:channels]
 
 
 def is_image_file(path: Path) -> bool:
@@ -58,17 +61,18 @@ def is_image_file(path: Path) -> bool:
 def decode_image(path: str | Path, size: list[int], channels: int = 3) -> np.ndarray:
     """Read `path` as an (H, W, C) uint8 array resized to `size` (aspect ratio not kept, as Keras' loaders).
 
-    Grayscale, RGBA, CMYK and palette images become RGB (or L for one channel). JPEG decoding is scaled down
-    by the decoder when the file is much larger than `size` (`draft`), which is the expensive part.
+    Any file mode (grayscale, RGBA, CMYK, palette) becomes `channels` channels: 3 = RGB, 1 = L, 4 = RGBA. JPEG
+    decoding is scaled down by the decoder when the file is much larger than `size` (`draft`), the expensive part.
     Raises `OSError`/`ValueError` family errors for unreadable files; callers decide what to do with them.
     """
     height, width = size
+    target = PIL_MODES[channels]
     with Image.open(path) as image:
-        image.draft("RGB" if channels == 3 else "L", (width, height))
+        image.draft("L" if channels == 1 else "RGB", (width, height))
         image = ImageOps.exif_transpose(image)
-        if image.mode == "P" or (image.mode == "LA" and channels == 3):
+        if image.mode == "P" or (image.mode == "LA" and channels != 1):
             image = image.convert("RGBA")
-        image = image.convert("RGB" if channels == 3 else "L")
+        image = image.convert(target)
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
@@ -113,12 +117,12 @@ def build_transform(mean: list[float], std: list[float], augment: list[A.BasicTr
 
 
 class ImageTransform:
-    """Decode (file -> resized uint8 array) and per-sample pipeline (array -> tensor), from the data facts."""
+    """Decode (file -> resized uint8 array) and per-sample pipeline (array -> tensor), from `ImagePreprocessing`."""
 
-    def __init__(self, facts: dict[str, Any], augment: list[A.BasicTransform] = ()) -> None:
-        self.size = image_size_pair(facts["input_size"])
-        self.channels = int(facts.get("in_channels", 3))
-        self.pipeline = build_transform(list(facts["mean"]), list(facts["std"]), augment)
+    def __init__(self, preprocessing: Any, augment: list[A.BasicTransform] = ()) -> None:
+        self.size = image_size_pair(list(preprocessing.size))
+        self.channels = preprocessing.channels
+        self.pipeline = build_transform(list(preprocessing.mean), list(preprocessing.std), augment)
 
     def decode(self, path: str | Path) -> np.ndarray:
         return decode_image(path, self.size, self.channels)
@@ -127,12 +131,11 @@ class ImageTransform:
         return self.pipeline(image=array)["image"]
 
 
-def eval_transform(facts: dict[str, Any]) -> ImageTransform:
-    """The validation / test / predict preprocessing: everything it needs is in the facts of a checkpoint."""
-    missing = [key for key in ("input_size", "mean", "std") if key not in facts]
-    if missing or facts.get("kind") != "image":
-        raise CnnZooError(
-            f"these data facts do not describe images (kind={facts.get('kind')!r}, missing {missing}); "
-            "image prediction needs a checkpoint trained on an image datamodule"
-        )
-    return ImageTransform(facts)
+def eval_transform(spec: Any) -> ImageTransform:
+    """The validation / test / predict preprocessing of a `DataSpec` (or its dict): all in a checkpoint."""
+    from cnn_zoo.data.spec import DataSpec
+
+    spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
+    if spec.kind != "image":
+        raise CnnZooError(f"this data is {spec.kind}, not images: image preprocessing needs an image datamodule")
+    return spec.preprocessing.transform()

@@ -80,6 +80,8 @@ class Conv1DNet(nn.Module):
     to check at build time that the sequence survives the convolutions and poolings.
     """
 
+    data_inputs = ("num_outputs", "input_shape", "vocab_size", "in_channels")
+
     def __init__(
         self,
         num_outputs: int = 1,

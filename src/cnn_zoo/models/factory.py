@@ -1,14 +1,21 @@
-"""Build a network from its config and the datamodule's facts (one path for every model)."""
+"""Build a network from its config and the data spec: each network class declares the data inputs it takes.
+
+A network class lists, in `data_inputs`, the names of `DataSpec.network_inputs()` its constructor takes
+(`num_outputs`, `in_channels`, `input_size`, `input_shape`, `vocab_size`, `normalization`,
+`train_augmentation`); only those are passed, so a data setting never lands in a network argument that
+happens to share its name. Values set explicitly in the model config win.
+"""
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import hydra.utils
 from hydra.errors import InstantiationException
 from torch import nn
 
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 
 
@@ -17,12 +24,17 @@ def num_outputs_for(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def build_net(net_config: dict[str, Any], facts: dict[str, Any]) -> nn.Module:
-    """Instantiate `net_config`, passing those data facts its constructor names.
+def available_inputs(data: DataSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """The named inputs a spec offers; a plain mapping is taken as those inputs (with `num_classes`)."""
+    if isinstance(data, DataSpec):
+        return data.network_inputs()
+    inputs = dict(data)
+    inputs.setdefault("num_outputs", num_outputs_for(int(inputs["num_classes"])))
+    return inputs
 
-    The facts (in_channels, input_size, vocab_size, ...) come from the data, so one model config
-    works across datasets; values set explicitly in the config win.
-    """
+
+def build_net(net_config: dict[str, Any], data: DataSpec | Mapping[str, Any]) -> nn.Module:
+    """Instantiate `net_config`, passing the data inputs its class declares in `data_inputs`."""
     target = net_config.get("_target_")
     if not target:
         raise CnnZooError("model.net needs a _target_ naming the network class")
@@ -30,11 +42,15 @@ def build_net(net_config: dict[str, Any], facts: dict[str, Any]) -> nn.Module:
         factory = hydra.utils.get_object(target)
     except Exception as err:
         raise CnnZooError(f"model.net._target_={target!r} cannot be imported: {err}") from err
-    available = dict(facts)
-    available["num_outputs"] = num_outputs_for(int(facts["num_classes"]))
-    accepted = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    extra = {k: v for k, v in available.items() if (takes_any or k in accepted) and k not in net_config}
+    declared = getattr(factory, "data_inputs", None)
+    if declared is None:
+        raise CnnZooError(
+            f"{target} does not declare the data inputs it takes: give the class "
+            "`data_inputs = (\"num_outputs\", \"in_channels\", ...)` (see cnn_zoo.data.spec.DataSpec.network_inputs)"
+        )
+    inputs = available_inputs(data)
+    # an input this kind of data lacks (text has no in_channels) is left to the network's default and checks
+    extra = {name: inputs[name] for name in declared if name in inputs and name not in net_config}
     try:
         return hydra.utils.instantiate(net_config, **extra, _convert_="all")
     except InstantiationException as err:

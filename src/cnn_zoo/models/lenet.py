@@ -10,6 +10,8 @@ from cnn_zoo.models.layers import ConvClassifier, activation
 class LeNet(ConvClassifier):
     """LeNet-style network; `padding='same'` keeps 28x28 digits at 28 before the first pooling."""
 
+    data_inputs = ("num_outputs", "in_channels", "input_size")
+
     def __init__(
         self,
         in_channels: int = 1,

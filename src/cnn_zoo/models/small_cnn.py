@@ -15,6 +15,8 @@ from cnn_zoo.models.layers import ConvClassifier, activation
 class SmallCNN(ConvClassifier):
     """Valid 3x3 convolutions, a 2x2 max pooling after each but the last (as in the notes); optionally batch norm."""
 
+    data_inputs = ("num_outputs", "in_channels", "input_size")
+
     def __init__(
         self,
         in_channels: int = 1,

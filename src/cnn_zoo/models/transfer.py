@@ -18,10 +18,8 @@ Two modes:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.models.feature_cache import FeatureCache
 from cnn_zoo.models.layers import dense_stack, flat_size
 from cnn_zoo.models.weights import HEAD_NAMES, imagenet_state_dict, load_backbone_weights, read_state_dict
 
@@ -88,64 +87,17 @@ def block_prefixes(backbone: nn.Sequential, arch: str) -> list[list[str]]:
     return [stem] + [[n] for n, _ in backbone.named_children() if n.startswith("layer")]
 
 
-class FeatureCache:
-    """Backbone outputs memoised by a digest of each input image's bytes (exact: a pure function of the input).
-
-    Hashing a 180x180 image costs well under a millisecond, far less than any backbone's forward pass. Entries
-    live on the CPU; beyond `max_bytes` nothing more is stored (features are then computed as usual).
-    """
-
-    def __init__(self, max_bytes: float) -> None:
-        self.max_bytes = max_bytes
-        self.store: dict[tuple, Tensor] = {}
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self.full_reported = False
-
-    def clear(self) -> None:
-        self.store.clear()
-        self.bytes = 0
-
-    @staticmethod
-    def keys(x: Tensor) -> list[tuple]:
-        rows = x.detach().cpu().contiguous()
-        shape = (tuple(rows.shape[1:]), str(rows.dtype))
-        return [(shape, hashlib.blake2b(row.numpy(), digest_size=16).digest()) for row in rows]
-
-    def __call__(self, x: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
-        keys = self.keys(x)
-        missing = [i for i, key in enumerate(keys) if key not in self.store]
-        fresh: dict[int, Tensor] = {}
-        if missing:
-            computed = compute(x[missing]).detach().cpu()
-            for index, row in zip(missing, computed, strict=True):
-                fresh[index] = row
-                self.add(keys[index], row)
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        rows = [fresh[i] if i in fresh else self.store[key] for i, key in enumerate(keys)]
-        return torch.stack(rows).to(x.device)
-
-    def add(self, key: tuple, row: Tensor) -> None:
-        size = row.numel() * row.element_size()
-        if self.bytes + size > self.max_bytes:
-            if not self.full_reported:
-                log.warning(
-                    "feature cache full (%.1f GB): later images' features are computed each time", self.bytes / 1e9
-                )
-                self.full_reported = True
-            return
-        self.store[key] = row.clone()  # not a view: the batch's storage is released
-        self.bytes += size
-
-
 def count(params: Any) -> int:
     return sum(p.numel() for p in params)
 
 
 class TransferNet(nn.Module):
-    """Pretrained backbone + new head, frozen or fine-tuned on a schedule (see the module's docstring)."""
+    """Pretrained backbone + new head, frozen or fine-tuned on a schedule (see the module's docstring).
+
+    Implements `ScheduledNet`, `PretrainedNet` and `ExportableNet` (cnn_zoo.models.interfaces).
+    """
+
+    data_inputs = ("num_outputs", "in_channels", "input_size", "normalization", "train_augmentation")
 
     def __init__(
         self,
@@ -198,6 +150,15 @@ class TransferNet(nn.Module):
         self.set_phase(self.mode == "finetune" and self.freeze_epochs == 0, announce=True)
 
     # ----------------------------------------------------------------- weights
+    def checkpoint_config(self, net_config: dict[str, Any]) -> dict[str, Any]:
+        """Pretrained weights end up in the state dict: a checkpoint rebuilds the net without fetching them again."""
+        return {**net_config, "load_weights": False}
+
+    def prepare_export(self) -> None:
+        """No feature cache in an exported graph (it is a host-side dict keyed by image bytes)."""
+        self.cache = None
+        self.eval()
+
     def load_pretrained(self, weights: str | None, weights_path: str | None, normalization: str | None) -> None:
         if weights_path:
             if weights is None:  # an easy slip when a scratch baseline reuses a transfer run's overrides
