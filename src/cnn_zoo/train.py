@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnn_zoo.checkpointing import resume_checkpoint
+from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
 from cnn_zoo.errors import CnnZooError, user_errors
@@ -84,7 +85,7 @@ def main() -> float | None:
     """The command line: `resume=<run folder>` first becomes that run's own overrides (`cnn_zoo.run_folder`)."""
     with user_errors():
         sys.argv[1:] = resume_arguments(sys.argv[1:])
-    return run()
+    return hydra_command(run)
 
 
 if __name__ == "__main__":
