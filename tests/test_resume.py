@@ -75,7 +75,7 @@ def assert_same_run(whole: Path, resumed: Path) -> None:
     ("kill_at", "extra"),
     [
         (9, []),  # in epoch 1: resumes from the checkpoint at the end of epoch 0
-        (13, ["callbacks.step_checkpoint.every_n_train_steps=3"]),  # resumes mid-epoch 1, after step 12
+        (13, ["callbacks.last_checkpoint.every_n_train_steps=3"]),  # resumes mid-epoch 1, after step 12
     ],
     ids=["after-an-epoch", "mid-epoch"],
 )

@@ -1,4 +1,8 @@
-"""Checkpoint files: written atomically, and checked before training resumes from one.
+"""Checkpoint files: `last.ckpt` always the newest state, written atomically, checked before a run resumes from it.
+
+`LatestCheckpoint` (`conf/callbacks/last_checkpoint.yaml`) writes `last.ckpt` at the end of every epoch and,
+optionally, every N training steps. Lightning's own `save_last` only refreshes it when a top-k checkpoint is saved,
+so after epochs that did not improve the monitored metric it lags behind, and a resumed run would redo them.
 
 `AtomicCheckpointIO` (a Lightning CheckpointIO plugin, `conf/trainer/default.yaml`) writes each checkpoint to a
 temporary file in the same folder, fsyncs it and renames it over the target: a process killed during a save
@@ -12,7 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnn_zoo.errors import CnnZooError
@@ -53,6 +59,43 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         write_atomic(path, checkpoint)
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """`<dirpath>/last.ckpt` after every epoch (validation included) and every `every_n_train_steps` steps (0: off).
+
+    A `ModelCheckpoint`, so Lightning runs it after the other callbacks (their state is current when it saves) and
+    `ckpt_path=last` finds it; the best checkpoint stays the job of the monitoring `ModelCheckpoint`.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 0) -> None:
+        if int(every_n_train_steps) < 0:
+            raise CnnZooError(f"callbacks.last_checkpoint.every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=False, every_n_epochs=0, every_n_train_steps=0)
+        self.every_steps = int(every_n_train_steps)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(latest=True)
+
+    def save_latest(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        self.last_model_path = str(Path(self.dirpath or ".") / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+        self._save_checkpoint(trainer, self.last_model_path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        if self.every_steps and trainer.global_step % self.every_steps == 0:
+            self.save_latest(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save_latest(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Nothing: the epoch's checkpoint is written once the epoch (and its validation) has ended."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Nothing: the last epoch's end already wrote it."""
 
 
 def training_checkpoint(path: str | Path) -> Path:

@@ -4,7 +4,7 @@ Lightning's checkpoint restores weights, optimizer, schedulers and loop counters
 resumed run shuffles and drops out differently from the run it continues. `ExactResume` (a callback, in
 `conf/callbacks/exact_resume.yaml`) stores the Python, NumPy, torch CPU and CUDA states of every rank and the
 number of batches already trained in the current epoch; on resume it restores them when training starts, and a
-mid-epoch checkpoint (`callbacks.step_checkpoint.every_n_train_steps`) makes the training sampler skip the
+mid-epoch checkpoint (`callbacks.last_checkpoint.every_n_train_steps`) makes the training sampler skip the
 batches already seen. The data order itself is a function of (seed, epoch) (`cnn_zoo.data.sampling`), and
 DataLoader iterators draw from their own generator, so nothing else moves the global random state between the
 checkpoint and the next batch: with `trainer.deterministic=true`, the resumed run equals the uninterrupted one.

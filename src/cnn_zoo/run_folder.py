@@ -31,7 +31,7 @@ SAFE_ON_RESUME = (
     "callbacks.rich_progress_bar",
     "callbacks.model_summary",
     "callbacks.early_stopping.patience",
-    "callbacks.step_checkpoint.every_n_train_steps",
+    "callbacks.last_checkpoint.every_n_train_steps",
     "test",
 )
 LAST = Path("checkpoints") / "last.ckpt"
