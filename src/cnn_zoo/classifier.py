@@ -90,6 +90,7 @@ class Classifier(L.LightningModule):
         self.test_metrics = make_metrics(self.num_classes).clone(prefix="test/")
         self.test_tta_metrics = make_metrics(self.num_classes).clone(prefix="test/", postfix="_tta")
         self.val_acc_best = MaxMetric()
+        self.resumed_acc_best: float | None = None
         self.example_input_array = torch.zeros(1, *self.spec.input_shape, dtype=DTYPES[self.spec.input_dtype])
 
     # ----------------------------------------------------------------- forward and loss
@@ -130,6 +131,16 @@ class Classifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's validation
+        if self.resumed_acc_best is not None:  # a resumed run: the best of the epochs before the interruption
+            self.val_acc_best.update(torch.tensor(self.resumed_acc_best))
+        if hasattr(self.net, "on_train_epoch_start"):  # a mid-epoch resume gets no epoch-start hook from Lightning
+            self.net.on_train_epoch_start(self.current_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_acc_best"] = float(self.val_acc_best.max_value)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resumed_acc_best = checkpoint.get("val_acc_best")
 
     def setup(self, stage: str) -> None:
         """Before the strategy wraps the net: DDP keeps in sync only the parameters requiring grad at that time."""

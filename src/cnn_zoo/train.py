@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from cnn_zoo.checkpointing import resume_checkpoint
+from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
+from cnn_zoo.config_checks import check_trainer_config
 from cnn_zoo.errors import CnnZooError, user_errors
 from cnn_zoo.inspection import log_run_hparams
 from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
+from cnn_zoo.run_folder import resume_arguments
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     `extra_callbacks` lets scripts (benchmarks) observe a run without a config of their own.
     """
+    check_trainer_config(cfg.trainer)
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_classifier(cfg, datamodule.facts)
@@ -33,7 +40,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     if trainer.is_global_zero:
         write_json(cfg.paths.output_dir, "data.json", datamodule.facts)
         datamodule.save_artifacts(Path(cfg.paths.output_dir))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics: dict[str, Any] = dict(trainer.callback_metrics)
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -61,7 +68,7 @@ def objective(cfg: DictConfig, metrics: dict[str, float], required: bool) -> flo
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # A job of a sweep: an exception marks this job failed (Optuna records a failed trial) and
         # the sweep goes on; SystemExit would end the whole sweep.
@@ -72,6 +79,13 @@ def main(cfg: DictConfig) -> float | None:
             raise
     with user_errors():
         return objective(cfg, train(cfg), required=False)
+
+
+def main() -> float | None:
+    """The command line: `resume=<run folder>` first becomes that run's own overrides (`cnn_zoo.run_folder`)."""
+    with user_errors():
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
+    return hydra_command(run)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cnn_zoo.data.sampling import EpochRandomSampler
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 
@@ -72,10 +74,13 @@ class ZooDataModule(L.LightningDataModule):
     def loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
+        # shuffling by (seed, epoch), iterators seeded from their own generator: exact resumes (cnn_zoo.resume)
+        seed = torch.initial_seed()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochRandomSampler(dataset, seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -1,0 +1,48 @@
+"""Running a `@hydra.main` entry point so that a command-line mistake is one line, like every other user error.
+
+Hydra reports a bad override (`trainer.max_epoch=3`, `model=nosuch`, `a=[1,`) in several lines with exit status
+1. `hydra_command` asks Hydra to raise instead (HYDRA_FULL_ERROR, for a single run only: a sweep keeps Hydra's
+own reporting of failed jobs) and prints the error as `error: ...` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.errors import CompactHydraException, MissingConfigException
+
+from cnn_zoo.errors import CnnZooError, user_errors
+
+
+def one_line(err: BaseException) -> str:
+    """Hydra's message and its cause joined into one line (a missing option lists the available ones)."""
+    lines = [line.strip().rstrip(".") for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, MissingConfigException) and "Available options" in str(err):
+        head = lines[0]
+        start = lines.index(next(line for line in lines if line.startswith("Available options")))
+        options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
+        return f"{head}; available: {', '.join(options)}"
+    text = "; ".join(line for line in lines if not line.startswith("See https://"))
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
+
+
+def hydra_command(run: Callable[[], Any]) -> Any:
+    """Call the `@hydra.main` function `run`; Hydra's own composition and override errors become one line."""
+    sweeps = ("hydra/sweeper=", "hparams_search=", "hydra.mode=")
+    sweep = any(a in ("-m", "--multirun") or a.startswith(sweeps) for a in sys.argv[1:])
+    if sweep or "HYDRA_FULL_ERROR" in os.environ:
+        return run()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # raise composition errors to us instead of printing them
+    try:
+        return run()
+    except CompactHydraException as err:
+        with user_errors():
+            raise CnnZooError(f"bad command line: {one_line(err)}") from None
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
