@@ -7,7 +7,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from cnn_zoo.performance import register_resolvers
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+register_resolvers()  # `fast=auto`: the configs' ${fast_precision:...} and ${fast_channels_last:...}
 
 
 def to_plain(value: Any) -> Any:

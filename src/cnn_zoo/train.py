@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.errors import CnnZooError, user_errors
-from cnn_zoo.inspection import log_run_hparams
-from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
+
+if TYPE_CHECKING:  # Lightning, torch and the pipeline load in train(): `--help` answers without them
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     `extra_callbacks` lets scripts (benchmarks) observe a run without a config of their own.
     """
+    import lightning as L
+
+    from cnn_zoo.inspection import log_run_hparams
+    from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_classifier(cfg, datamodule.facts)

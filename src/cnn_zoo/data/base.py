@@ -48,13 +48,17 @@ class ZooDataModule(L.LightningDataModule):
     def loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
+        from cnn_zoo.data.batches import stacked, tensor_batches
+
+        batched = tensor_batches(dataset)  # in-memory tensors: one indexing per batch, not per sample
         return DataLoader(
-            dataset,
+            batched if batched is not None else dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            **({"collate_fn": stacked} if batched is not None else {}),
         )
 
     def train_dataloader(self) -> DataLoader:
