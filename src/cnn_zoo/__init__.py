@@ -1,3 +1,7 @@
 """cnn_zoo: reproducible, configurable convolutional-network experiments."""
 
+from cnn_zoo.performance import set_openmp_defaults
+
 __version__ = "0.1.0"
+
+set_openmp_defaults()  # before anything imports torch: `python -m cnn_zoo.<entry>` loads this package first

@@ -6,8 +6,12 @@ import argparse
 import json
 import os
 import platform
+import re
+import statistics
+import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -126,3 +130,84 @@ def write_report(out: Path, name: str, title: str, table: str, rows: Any, notes:
     (out / f"{name}.md").write_text(text + "\n")
     (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     return text
+
+
+# ---------------------------------------------------------------- whole processes, timed from outside (bench_speed)
+@dataclass
+class ProcessRun:
+    """One timed child process: wall-clock launch and exit, its own peak memory and CPU time, and what it reported.
+
+    `first_step` and `epochs` ([start, end] per epoch) are wall-clock stamps from the process itself, so start-up
+    (launch to first training step) and seconds per epoch exclude each other and the process's exit.
+    """
+
+    launched: float
+    ended: float
+    returncode: int
+    max_rss_mb: float
+    cpu_s: float
+    first_step: float | None = None
+    epochs: list[list[float]] = field(default_factory=list)
+    test_acc: float | None = None
+
+    @property
+    def whole_s(self) -> float:
+        return self.ended - self.launched
+
+    @property
+    def startup_s(self) -> float | None:
+        return None if self.first_step is None else self.first_step - self.launched
+
+    @property
+    def epoch_s(self) -> list[float]:
+        return [end - start for start, end in self.epochs]
+
+    @property
+    def steady_epoch_s(self) -> float | None:
+        """Median over the epochs after the first (which carries one-off warm-up), or the first alone."""
+        durations = self.epoch_s
+        return statistics.median(durations[1:] if len(durations) > 1 else durations) if durations else None
+
+
+def run_process(command: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> ProcessRun:
+    """Run `command` with its output in `log_file`; `os.wait4` gives this child's own peak RSS and CPU time."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as out:
+        launched = time.time()
+        child = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        ended = time.time()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return ProcessRun(
+        launched, ended, child.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    )
+
+
+def reported(run: ProcessRun, output: str) -> ProcessRun:
+    """Fill in the last `BENCH {json}` line a child printed (scripts/plain_torch.py, scripts/keras_course/)."""
+    lines = [line for line in output.splitlines() if line.startswith("BENCH ")]
+    if lines:
+        result = json.loads(lines[-1].removeprefix("BENCH "))
+        run.first_step, run.epochs, run.test_acc = result["first_step"], result["epochs"], result["test_acc"]
+    return run
+
+
+LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[cnn_zoo\.progress\]\[INFO\] - (.*)$")
+EPOCH_LINE = re.compile(r"^epoch \d+/\d+ (\d+(?:\.\d+)?)s\b")
+
+
+def zoo_stamps(run: ProcessRun, train_log: Path, metrics_file: Path) -> ProcessRun:
+    """Fill in a `python -m cnn_zoo.train` run from its train.log (EpochLog's lines) and metrics.json."""
+    for line in train_log.read_text().splitlines() if train_log.is_file() else []:
+        match = LOG_LINE.match(line)
+        if not match:
+            continue
+        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        message = match.group(2)
+        if message.startswith("first training step") and run.first_step is None:
+            run.first_step = stamp
+        elif epoch := EPOCH_LINE.match(message):
+            run.epochs.append([stamp - float(epoch.group(1)), stamp])
+    if metrics_file.is_file():
+        run.test_acc = json.loads(metrics_file.read_text()).get("test/acc")
+    return run

@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from cnn_zoo.performance import register_resolvers
+
 
 def config_dir() -> Path:
     """`cnn_zoo/conf` inside an installed wheel, else the checkout's top-level `conf/` (editable install).
@@ -33,6 +35,7 @@ def user_cache_dir() -> Path:
 
 # `${cnn_zoo.cache_dir:}` in conf/paths/default.yaml
 OmegaConf.register_new_resolver("cnn_zoo.cache_dir", lambda: str(user_cache_dir()), replace=True)
+register_resolvers()  # `fast=auto`: the configs' ${fast_precision:...} and ${fast_channels_last:...}
 
 
 def to_plain(value: Any) -> Any:

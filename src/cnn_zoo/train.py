@@ -6,22 +6,21 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cnn_zoo.checkpointing import resume_checkpoint
 from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
 from cnn_zoo.errors import CnnZooError, user_errors
-from cnn_zoo.inspection import log_run_hparams
-from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
 from cnn_zoo.run_folder import resume_arguments
+
+if TYPE_CHECKING:  # Lightning, torch and the pipeline load in train(): `--help` answers without them
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,12 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     `extra_callbacks` lets scripts (benchmarks) observe a run without a config of their own.
     """
+    import lightning as L
+
+    from cnn_zoo.checkpointing import resume_checkpoint
+    from cnn_zoo.inspection import log_run_hparams
+    from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
+
     check_trainer_config(cfg.trainer)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cnn_zoo.data.batches import stacked, tensor_batches
 from cnn_zoo.data.sampling import EpochRandomSampler
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
@@ -76,14 +77,17 @@ class ZooDataModule(L.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
         # shuffling by (seed, epoch), iterators seeded from their own generator: exact resumes (cnn_zoo.resume)
         seed = torch.initial_seed()
+        batched = tensor_batches(dataset)  # in-memory tensors: one indexing per batch, not per sample
+        source = batched if batched is not None else dataset
         return DataLoader(
-            dataset,
+            source,
             batch_size=self.batch_size,
-            sampler=EpochRandomSampler(dataset, seed) if shuffle else None,
+            sampler=EpochRandomSampler(source, seed) if shuffle else None,
             generator=torch.Generator().manual_seed(seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            **({"collate_fn": stacked} if batched is not None else {}),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,0 +1,209 @@
+"""Speed: cnn_zoo's train pipeline beside a plain PyTorch loop and the course notes' Keras code, same runs.
+
+    CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_speed.py --keras-python ../venv-tf/bin/python
+    CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_speed.py --models mnist_cnn --epochs 2 --rounds 3
+    CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_speed.py --ways zoo zoo_fast plain -- trainer.accelerator=gpu
+
+For each course model (LeNet and the small CNN on MNIST, the cats/dogs small CNN at 180x180 batch 32 on the
+2,000 training images, the notes' Conv1D on IMDB) every way runs as its own process, alternating A B C A B C
+for `--rounds` rounds, on the same data, network, optimizer, batch size and epochs:
+
+- `zoo`: `python -m cnn_zoo.train` with its defaults (callbacks, TensorBoard, checkpoints, test of the best
+  checkpoint; `fast=auto`); `zoo_32`: the same with `fast=false` (float32); `zoo_fast`: `fast=true`.
+- `plain`: scripts/plain_torch.py, the same datamodule, network and optimizer in a bare float32 loop.
+- `keras`: scripts/keras_course/*.py, the notes' Keras code, with `--keras-python` (default: this interpreter
+  when it can import tensorflow; skipped with a note otherwise; `pip install -e '.[bench]'`).
+
+Reported medians over the rounds: seconds per epoch (each process's own epoch stamps, validation included;
+the median of the epochs after the first), start-up (launch to the first training step), the whole process,
+training samples per second, peak memory (the child's max RSS) and CPU seconds, test accuracy; and the ratios
+the targets are about. Writes `<out>/speed.{md,json}` (every run's raw figures in the json). Extra Hydra
+overrides after `--` apply to the cnn_zoo and plain runs (e.g. `trainer.accelerator=gpu`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cnn_zoo.benchmark import (
+    ProcessRun,
+    machine,
+    markdown_table,
+    reported,
+    run_process,
+    write_report,
+    zoo_stamps,
+)
+from cnn_zoo.performance import fast_enabled
+
+ROOT = Path(__file__).resolve().parents[1]
+KERAS_DIR = ROOT / "scripts" / "keras_course"
+
+
+@dataclass(frozen=True)
+class Course:
+    """One course run: cnn_zoo overrides, the Keras script and its arguments, training samples per epoch."""
+
+    zoo: tuple[str, ...]
+    keras: tuple[str, ...]
+    train_samples: int
+    unit: str
+
+
+COURSES = {
+    "lenet": Course(("experiment=mnist_lenet",), ("mnist.py", "--model", "lenet"), 55000, "images"),
+    "mnist_cnn": Course(("experiment=mnist_cnn",), ("mnist.py", "--model", "mnist_cnn"), 55000, "images"),
+    "catsdogs": Course(
+        ("data=catsdogs", "model=small_cnn", "optimizer=rmsprop", "augmentation=none", "tta=none"),
+        ("catsdogs.py",),
+        2000,
+        "images",
+    ),
+    "conv1d_text": Course(("data=imdb", "model=conv1d_text", "optimizer=adam"), ("imdb.py",), 20000, "reviews"),
+}
+WAYS = ("zoo", "zoo_32", "zoo_fast", "plain", "keras")
+ZOO_SWITCH = {"zoo": [], "zoo_32": ["fast=false"], "zoo_fast": ["fast=true"]}
+
+
+def keras_interpreter(requested: str | None) -> tuple[str | None, str]:
+    if requested:
+        return requested, f"Keras: {requested}"
+    if importlib.util.find_spec("tensorflow") is not None:
+        return sys.executable, "Keras: this interpreter"
+    return None, "Keras skipped: tensorflow is not importable here (pip install -e '.[bench]' or --keras-python)"
+
+
+def child_env() -> dict[str, str]:
+    """This checkout's sources first on the path, so the children run the code being measured."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_once(model: str, way: str, args: argparse.Namespace, folder: Path, keras_python: str | None) -> ProcessRun:
+    course = COURSES[model]
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "output.log"
+    if way.startswith("zoo"):
+        command = [
+            sys.executable, "-m", "cnn_zoo.train", *course.zoo, *ZOO_SWITCH[way],
+            f"trainer.max_epochs={args.epochs}", f"hydra.run.dir={folder}", *args.overrides,
+        ]  # fmt: skip
+        run = run_process(command, log, child_env())
+        return zoo_stamps(run, folder / "train.log", folder / "metrics.json")
+    if way == "plain":
+        command = [sys.executable, str(ROOT / "scripts" / "plain_torch.py"), f"--epochs={args.epochs}"]
+        command += [*course.zoo, *args.overrides]
+    else:
+        command = [keras_python, str(KERAS_DIR / course.keras[0]), *course.keras[1:], f"--epochs={args.epochs}"]
+        command += ["--data-dir", os.environ.get("CNN_ZOO_DATA_DIR", "data")]
+        if model == "conv1d_text":
+            command += ["--cache-dir", str(args.out / "cache" / "keras_imdb")]
+    run = run_process(command, log, child_env())
+    return reported(run, log.read_text())
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarise(model: str, way: str, runs: list[ProcessRun]) -> dict[str, Any]:
+    ok = [r for r in runs if r.returncode == 0 and r.epochs]
+    epoch = median([r.steady_epoch_s for r in ok])
+    row: dict[str, Any] = {"model": model, "way": way, "runs": f"{len(ok)}/{len(runs)}"}
+    row["s/epoch"] = epoch
+    row["s/epoch per run"] = " ".join(f"{r.steady_epoch_s:.1f}" for r in ok)
+    row["start-up s"] = median([r.startup_s for r in ok])
+    row["whole s"] = median([r.whole_s for r in ok])
+    row[f"{COURSES[model].unit}/s"] = round(COURSES[model].train_samples / epoch) if epoch else None
+    row["peak MB"] = median([r.max_rss_mb for r in ok])
+    row["CPU s"] = median([r.cpu_s for r in ok])
+    row["test acc"] = median([r.test_acc for r in ok])
+    return row
+
+
+def ratio(rows: dict[str, dict[str, Any]], a: str, b: str, column: str) -> str:
+    x, y = rows.get(a, {}).get(column), rows.get(b, {}).get(column)
+    return f"{x / y:.2f}" if x and y else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(COURSES), choices=list(COURSES))
+    parser.add_argument("--ways", nargs="+", default=["zoo", "plain", "keras"], choices=WAYS)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keras-python", help="an interpreter with tensorflow (default: this one, if it has it)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
+    parser.add_argument("--keep-runs", action="store_true", help="keep every run folder (default: the last round's)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the cnn_zoo and plain runs")
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    keras_python, keras_note = keras_interpreter(args.keras_python)
+    ways = [w for w in args.ways if w != "keras" or keras_python]
+    accelerator = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.accelerator=")), "auto")
+    fast = fast_enabled("auto", accelerator)
+    notes = [
+        f"Machine: {machine()}. Load average at the start: {os.getloadavg()[0]:.1f}.",
+        f"`fast=auto` here: {'bf16 autocast + channels_last' if fast else 'float32 (no bf16 units detected)'}.",
+        keras_note,
+        f"{args.rounds} rounds x {args.epochs} epochs, ways alternating {' '.join(ways)}; overrides: "
+        f"{' '.join(args.overrides) or 'none'}. s/epoch: median over rounds of each run's median epoch after "
+        "the first (validation included); start-up: launch to first training step.",
+    ]
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    raw: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = []
+    for model in args.models:
+        runs: dict[str, list[ProcessRun]] = {way: [] for way in ways}
+        for round_ in range(args.rounds):
+            for way in ways:
+                folder = args.out / "speed_runs" / stamp / f"{model}_{way}_{round_}"
+                run = run_once(model, way, args, folder, keras_python)
+                runs[way].append(run)
+                raw.append({"model": model, "way": way, "round": round_, "folder": str(folder), **asdict(run)})
+                epoch = f"{run.steady_epoch_s:.1f}" if run.steady_epoch_s else "-"
+                print(f"{model} {way} round {round_}: rc={run.returncode} s/epoch={epoch} whole={run.whole_s:.1f}s "
+                      f"test_acc={run.test_acc}", flush=True)  # fmt: skip
+                if not args.keep_runs and round_ < args.rounds - 1 and run.returncode == 0:
+                    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        rows = {way: summarise(model, way, runs[way]) for way in ways}
+        summary += rows.values()
+        zoo = "zoo"
+        float32 = "zoo_32" if "zoo_32" in rows else ("zoo" if not fast else "")  # the defaults are float32 here
+        ratios.append(
+            {
+                "model": model,
+                "zoo/keras s/epoch (target <= 1.0)": ratio(rows, zoo, "keras", "s/epoch"),
+                "zoo/plain s/epoch": ratio(rows, zoo, "plain", "s/epoch"),
+                "float32 zoo/plain s/epoch (target <= 1.05)": ratio(rows, float32, "plain", "s/epoch"),
+                "keras/zoo_fast s/epoch (target >= 1.5)": ratio(rows, "keras", "zoo_fast", "s/epoch"),
+                "zoo/keras whole (target <= 1.1, MNIST)": ratio(rows, zoo, "keras", "whole s"),
+                "zoo start-up s (target <= 4, MNIST)": rows.get(zoo, {}).get("start-up s"),
+            }
+        )  # fmt: skip
+        write_tables(args.out, summary, ratios, raw, notes)
+
+
+def write_tables(out: Path, summary: list, ratios: list, raw: list, notes: list[str]) -> None:
+    """Rewritten after every model, so an interrupted benchmark keeps what it measured."""
+    columns = ["model", "way", "runs", "s/epoch", "s/epoch per run", "start-up s", "whole s", "images/s",
+               "reviews/s", "peak MB", "CPU s", "test acc"]  # fmt: skip
+    table = markdown_table(summary, columns) + "\n\n" + markdown_table(ratios, list(ratios[0]))
+    write_report(out, "speed", "Speed: cnn_zoo vs a plain PyTorch loop vs Keras", table, {"summary": summary,
+                 "ratios": ratios, "runs": raw}, notes)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The speed work: batch-indexed tensor loaders, the `fast` switch's detection, epoch log lines, bench helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset, random_split
+
+from cnn_zoo import performance
+from cnn_zoo.benchmark import ProcessRun, reported, run_process, zoo_stamps
+from cnn_zoo.data.batches import TensorBatches, stacked, tensor_batches
+from cnn_zoo.errors import CnnZooError
+from cnn_zoo.training_progress import epoch_line, progress_bar
+
+
+def batches(loader: DataLoader) -> list[list[torch.Tensor]]:
+    return [list(batch) for batch in loader]
+
+
+def test_batch_indexed_loader_yields_the_batches_of_the_per_sample_loader() -> None:
+    x, y = torch.randn(103, 1, 4, 4), torch.arange(103)
+    train, _ = random_split(TensorDataset(x, y), [83, 20], generator=torch.Generator().manual_seed(0))
+    batched = tensor_batches(train)
+    assert isinstance(batched, TensorBatches) and len(batched) == 83
+    torch.manual_seed(1)
+    expected = batches(DataLoader(train, batch_size=16, shuffle=True))
+    torch.manual_seed(1)
+    got = batches(DataLoader(batched, batch_size=16, shuffle=True, collate_fn=stacked))
+    assert len(got) == len(expected) == 6
+    for (gx, gy), (ex, ey) in zip(got, expected, strict=True):
+        assert torch.equal(gx, ex) and torch.equal(gy, ey)
+    assert [len(b[1]) for b in got][-1] == 83 - 5 * 16
+    assert tensor_batches(list(range(3))) is None  # other datasets keep the per-sample path
+
+
+def test_datamodule_loader_serves_mnist_whole_batches(compose_cfg, mnist_root: Path) -> None:
+    from cnn_zoo.pipeline import build_datamodule
+
+    cfg = compose_cfg(f"paths.data_dir={mnist_root}", "data.download=false", "data.val_size=60", "data.batch_size=32")
+    datamodule = build_datamodule(cfg)
+    loader = datamodule.train_dataloader()
+    assert isinstance(loader.dataset, TensorBatches)
+    x, y = next(iter(loader))
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (32,) and y.dtype == torch.int64
+    assert sum(len(b[1]) for b in datamodule.val_dataloader()) == 60
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({"avx2", "avx512_bf16"}, True), ({"avx2", "amx_bf16", "amx_tile"}, True), ({"avx2", "avx512f"}, False)],
+)
+def test_bf16_cpus_are_recognised_by_their_flags(flags: set[str], expected: bool) -> None:
+    assert performance.cpu_has_bf16(flags) is expected
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512_bf16\n\n")
+    assert performance.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
+    assert performance.cpu_flags(tmp_path / "absent") == set()
+
+
+def test_fast_auto_follows_the_detected_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(performance, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert performance.fast_precision("auto", "cpu") == "bf16-mixed"
+    assert performance.fast_channels_last("auto", "cpu") is True
+    monkeypatch.setattr(performance, "cpu_flags", lambda: {"avx2"})
+    assert performance.fast_precision("auto", "cpu") == "32-true"
+    assert performance.fast_precision(True, "cpu") == "bf16-mixed"
+    assert performance.fast_precision("false", "cpu") == "32-true"
+    with pytest.raises(CnnZooError, match="fast must be one of auto, true, false"):
+        performance.fast_precision("yes", "cpu")
+
+
+def test_the_fast_switch_sets_precision_and_memory_layout_in_the_config(compose_cfg) -> None:
+    fast = compose_cfg("fast=true", "trainer.accelerator=cpu")
+    assert fast.trainer.precision == "bf16-mixed" and fast.model.channels_last is True
+    plain = compose_cfg("fast=false", "model=small_cnn", "data=catsdogs")
+    assert plain.trainer.precision == "32-true" and plain.model.channels_last is False
+    explicit = compose_cfg("fast=true", "trainer.precision=32-true", "model.channels_last=false")
+    assert explicit.trainer.precision == "32-true" and explicit.model.channels_last is False
+    assert compose_cfg(config_name="evaluate").trainer.precision == "32-true"  # evaluation stays exact
+
+
+def test_epoch_line_names_the_epoch_its_duration_and_epoch_values() -> None:
+    metrics = {"train/loss_step": 9.0, "train/loss_epoch": torch.tensor(0.25), "val/acc": 0.9861, "test/acc": 1.0}
+    assert epoch_line(2, 10, 12.345, metrics) == "epoch 2/10 12.35s train/loss=0.2500 val/acc=0.9861"
+
+
+def test_progress_bar_is_disabled_off_a_terminal_unless_forced() -> None:
+    assert not sys.stdout.isatty()  # pytest captures stdout
+    assert not progress_bar().is_enabled
+    assert progress_bar(force=True).is_enabled and progress_bar(force=True).refresh_rate == 4
+
+
+def test_a_run_off_a_terminal_logs_one_line_per_epoch_that_the_bench_reads(mnist_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root)}
+    args = [f"hydra.run.dir={run_dir}", "data.download=false", "data.val_size=60", "trainer.max_epochs=2"]
+    log = tmp_path / "output.log"
+    run = run_process([sys.executable, "-m", "cnn_zoo.train", *args], log, env)
+    assert run.returncode == 0, log.read_text()[-3000:]
+    lines = (run_dir / "train.log").read_text().splitlines()
+    epochs = [line for line in lines if "][cnn_zoo.training_progress][INFO] - epoch " in line]
+    assert [line.split(" - ")[1].split()[:2] for line in epochs] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert all("train/loss=" in line and "val/acc=" in line for line in epochs)
+    assert "it/s" not in log.read_text() and "Trainable params" in log.read_text()  # a summary, no progress bar
+    zoo_stamps(run, run_dir / "train.log", run_dir / "metrics.json")
+    assert len(run.epochs) == 2 and all(end > start for start, end in run.epochs)
+    assert run.launched < run.first_step < run.epochs[0][1] < run.epochs[1][1] <= run.ended
+    assert run.test_acc == json.loads((run_dir / "metrics.json").read_text())["test/acc"]
+    assert run.max_rss_mb > 50 and run.cpu_s > 0
+
+
+def test_child_reports_are_read_from_their_last_bench_line(tmp_path: Path) -> None:
+    result = {"first_step": 5.0, "epochs": [[5.0, 7.0], [7.0, 8.5], [8.5, 10.5]], "test_acc": 0.75}
+    code = f"print('noise'); print('BENCH ' + {json.dumps(json.dumps(result))})"
+    run = run_process([sys.executable, "-c", code], tmp_path / "child.log")
+    assert run.returncode == 0 and run.ended >= run.launched
+    reported(run, (tmp_path / "child.log").read_text())
+    assert run.test_acc == 0.75 and run.epoch_s == [2.0, 1.5, 2.0]
+    assert run.steady_epoch_s == 1.75  # the first epoch's warm-up left out
+    failed = run_process([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "failed.log")
+    assert failed.returncode == 3 and reported(failed, "").epochs == []
+    assert ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5]]).steady_epoch_s == 0.5
