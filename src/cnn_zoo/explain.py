@@ -93,7 +93,7 @@ class Explainer:
     def attribute(self, sample: Sample, entry: Entry, x: torch.Tensor, target: int, stem: str, name: str) -> None:
         kind, binary = self.view.kind, self.model.binary
         if kind == "text":
-            result = token_attributions(self.model, x, target, binary, int(self.view.facts.get("pad_index", 0)), self.steps)
+            result = token_attributions(self.model, x, target, binary, self.view.pad_index, self.steps)
         elif kind == "sequence":
             result = sequence_attributions(self.model, x, target, binary, self.steps)
         else:
@@ -103,8 +103,8 @@ class Explainer:
             entry.notes.append(f"integrated gradients for '{name}': completeness error {result.delta:.2e}")
         if kind == "image":
             values = values / (values.max() or 1.0)
-        self.draw(sample, entry, values, stem, f"{'integrated gradients' if kind != 'image' else 'saliency'} for '{name}'",
-                  "saliency")  # fmt: skip
+        what = "saliency" if kind == "image" else "integrated gradients"
+        self.draw(sample, entry, values, stem, f"{what} for '{name}'", "saliency")
 
     def draw(self, sample: Sample, entry: Entry, values: np.ndarray, stem: str, title: str, label: str) -> None:
         path = self.folder / f"{stem}.png"

@@ -73,7 +73,8 @@ class DataView:
         if self.kind == "image":
             return [self.image_sample(p) for p in self.files(path, is_image_file, IMAGE_EXTENSIONS)[:limit]]
         if self.kind == "text":
-            return [self.text_sample(p) for p in self.files(path, lambda p: p.suffix.lower() == ".txt", (".txt",))[:limit]]
+            reviews = self.files(path, lambda p: p.suffix.lower() == ".txt", (".txt",))
+            return [self.text_sample(p) for p in reviews[:limit]]
         if self.kind == "sequence":
             files = self.files(path, lambda p: p.suffix.lower() == ".csv", (".csv",))
             return self.sequence_samples(files[0], start)[:limit]
@@ -89,7 +90,9 @@ class DataView:
             return [path]
         found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and accept(p))
         if not found:
-            raise CnnZooError(f"no {', '.join(suffixes)} files under {path}; this {self.kind} model reads {WHAT[self.kind]}")
+            raise CnnZooError(
+                f"no {', '.join(suffixes)} files under {path}; this {self.kind} model reads {WHAT[self.kind]}"
+            )
         return found
 
     def image_sample(self, path: Path) -> Sample:
@@ -114,7 +117,7 @@ class DataView:
     def words(self, ids: Tensor) -> list[str]:
         """The vocabulary's word at each position; padding is ""."""
         vocab = self.facts.get("vocab") or []
-        pad = int(self.facts.get("pad_index", 0))
+        pad = self.pad_index
         return ["" if i == pad else (vocab[i] if 0 <= i < len(vocab) else "?") for i in ids.flatten().tolist()]
 
     def sequence_samples(self, path: Path, start: int | None) -> list[Sample]:
@@ -140,7 +143,8 @@ class DataView:
             name = f"{path.stem}_rows{first}-{first + window - 1}"
             tensor = torch.from_numpy(np.ascontiguousarray(series)).unsqueeze(0)
         else:
-            first = int(np.flatnonzero(segment.y > 0)[0]) if start is None and (segment.y > 0).any() else int(start or 0)
+            anomalous = np.flatnonzero(segment.y > 0)
+            first = int(anomalous[0]) if start is None and len(anomalous) else int(start or 0)
             if not 0 <= first < len(segment):
                 raise CnnZooError(f"start={start} is outside {path}'s rows; choose 0..{len(segment) - 1}")
             series = x[first : first + 1].T.astype(np.float32)  # (features, 1)
@@ -177,6 +181,10 @@ class DataView:
 
     def is_image_batch(self, x: Any) -> bool:
         return self.kind == "image" and isinstance(x, Tensor) and x.ndim == 4 and x.is_floating_point()
+
+    @property
+    def pad_index(self) -> int:
+        return int(self.facts.get("pad_index", 0))
 
     @property
     def has_vocabulary(self) -> bool:

@@ -94,8 +94,10 @@ def token_html(tokens: Sequence[str], values: Tensor | np.ndarray, title: str) -
             continue  # padding
         strength = abs(value) / scale
         colour = f"rgba(220,40,40,{strength:.2f})" if value >= 0 else f"rgba(40,90,220,{strength:.2f})"
-        spans.append(f'<span title="{value:+.4f}" style="background:{colour};padding:1px 2px">{html.escape(token)}</span>')
-    return f'<div class="tokens"><p><b>{html.escape(title)}</b></p><p style="line-height:1.9">{" ".join(spans)}</p></div>'
+        style = f"background:{colour};padding:1px 2px"
+        spans.append(f'<span title="{value:+.4f}" style="{style}">{html.escape(token)}</span>')
+    words = " ".join(spans)
+    return f'<div class="tokens"><p><b>{html.escape(title)}</b></p><p style="line-height:1.9">{words}</p></div>'
 
 
 def token_bars(tokens: Sequence[str], values: Tensor | np.ndarray, path: Path, title: str, top: int = 20) -> Path:
@@ -105,9 +107,8 @@ def token_bars(tokens: Sequence[str], values: Tensor | np.ndarray, path: Path, t
     ranked = sorted(positions, key=lambda i: -abs(values[i]))[:top][::-1]
     fig = Figure(figsize=(6.0, 0.8 + 0.22 * max(len(ranked), 1)), layout="constrained")
     ax = fig.add_subplot()
-    ax.barh(
-        range(len(ranked)), [values[i] for i in ranked], color=["#d62828" if values[i] >= 0 else "#2856dc" for i in ranked]
-    )
+    colours = ["#d62828" if values[i] >= 0 else "#2856dc" for i in ranked]
+    ax.barh(range(len(ranked)), [values[i] for i in ranked], color=colours)
     ax.set_yticks(range(len(ranked)), [f"{tokens[i]} @{i}" for i in ranked], fontsize=7)
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_xlabel("attribution (red: for the class, blue: against)", fontsize=8)
