@@ -74,7 +74,8 @@ def half_task(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "data.validation_split=0.25", "data.test_split=0.25", "data.num_workers=0", "data.batch_size=8",
         "model=small_cnn", "model.net.filters=[8,16]", "model.net.dense=[]", "trainer.max_epochs=8",
         "optimizer.lr=3e-3", "trainer.precision=bf16-mixed", "model.channels_last=true",
-        "callbacks.early_stopping=null", "callbacks.model_checkpoint.monitor=val/acc", "callbacks.model_checkpoint.mode=max",
+        "callbacks.early_stopping=null", "callbacks.model_checkpoint.monitor=val/acc",
+        "callbacks.model_checkpoint.mode=max",
     )  # fmt: skip
     return {"data": data, "ckpt": ckpt, "metrics": metrics, "run": base / "run"}
 
@@ -101,7 +102,8 @@ def test_activation_grids_have_every_convolution_with_its_maps(digits: dict, tmp
         ("net.features.3", (64, 11, 11)),
         ("net.features.6", (64, 3, 3)),
     ]
-    index = explain(explain_cfg(tmp_path, f"ckpt_path={digits['ckpt']}", f"input={digits['image']}", "method=activations"))
+    cfg = explain_cfg(tmp_path, f"ckpt_path={digits['ckpt']}", f"input={digits['image']}", "method=activations")
+    index = explain(cfg)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [f"digit_activations_net-features-{i}.png" for i in (0, 3, 6)]
     assert all(Image.open(tmp_path / name).size[0] > 200 for name in pngs)
@@ -208,7 +210,8 @@ def test_sequence_attribution_per_feature_and_time_step(tmp_path: Path) -> None:
     cfg = explain_cfg(tmp_path / "ex", f"ckpt_path={ckpt}", f"input={csv}", "method=saliency", "target=all")
     index = explain(cfg).read_text()
     pngs = sorted(p.name for p in (tmp_path / "ex").glob("*.png"))
-    assert pngs == [f"C-1_test_rows45-60_saliency_{c}.png" for c in ("contextual", "nominal", "point")]  # ends at row 60
+    # the default window ends on the first anomalous row (60)
+    assert pngs == [f"C-1_test_rows45-60_saliency_{c}.png" for c in ("contextual", "nominal", "point")]
     assert "true class <b>point</b>" in index and "completeness error" in index
     model = load_classifier(ckpt)
     sample = DataView(model.hparams.data).load(csv, 1, start=0)[0]
@@ -236,3 +239,31 @@ def test_gradcam_through_a_frozen_backbone(tmp_path: Path) -> None:
     cam = gradcam(model, layer, sample.x, target=1, binary=True)
     assert cam.shape == (1, 32, 32) and 0.0 <= cam.min() <= cam.max() <= 1.0
     assert not model.net.unfrozen  # the frozen network is left as it was
+
+
+def test_evaluate_writes_top_losses_in_loss_order_and_the_most_confused_table(half_task: dict, tmp_path: Path) -> None:
+    """On a test folder with the class folders swapped, the accurate half-task model is wrong on most images."""
+    from cnn_zoo.evaluate import evaluate
+
+    rng = np.random.default_rng(5)
+    swapped = tmp_path / "data" / "swapped"
+    for split, count in (("train", 2), ("validation", 2), ("test", 10)):
+        for label, folder in ((0, "spot"), (1, "plain")):
+            (swapped / split / folder).mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(half_task_image(label, rng)).save(swapped / split / folder / f"{index}.png")
+    overrides = [f"ckpt_path={half_task['ckpt']}", "top_losses=8", "data=catsdogs", f"paths.data_dir={swapped.parent}",
+                 "data.folder=swapped", "data.num_workers=0", "+trainer.enable_progress_bar=false"]  # fmt: skip
+    cfg = compose_train_config(overrides, tmp_path / "eval", config_name="evaluate")
+    GlobalHydra.instance().clear()
+    metrics = evaluate(cfg)
+    assert metrics["test/acc"] <= 0.3
+    rows = [line.split("|") for line in (tmp_path / "eval" / "top_losses.md").read_text().splitlines()[4:]]
+    assert len(rows) == 8  # capped at top_losses
+    losses = [float(row[6]) for row in rows]
+    assert losses == sorted(losses, reverse=True)
+    assert all(row[3] != row[4] for row in rows)  # true != predicted: mistakes only
+    assert Image.open(tmp_path / "eval" / "top_losses.png").size[0] > 400  # the grid with Grad-CAM overlays
+    confused = (tmp_path / "eval" / "most_confused.md").read_text().splitlines()[4:]
+    counts = {(row.split("|")[1].strip(), row.split("|")[2].strip()): int(row.split("|")[3]) for row in confused}
+    assert sum(counts.values()) == round((1 - metrics["test/acc"]) * 20)
