@@ -36,7 +36,8 @@ def activation_grid(maps: FeatureMaps, path: Path, max_maps: int = 64, title: st
     head = f"{maps.layer}: output {shape_text(maps.shape)}" + (f" ({title})" if title else "")
     if values.ndim == 1 or values.ndim == 2:
         values = values.reshape(values.shape[0], -1)
-        fig = Figure(figsize=(min(12.0, 2 + values.shape[1] / 25), 1.5 + values.shape[0] / 16), layout="constrained")
+        size = (min(12.0, 3 + values.shape[1] / 25), min(8.0, 1.5 + values.shape[0] / 16))
+        fig = Figure(figsize=size, layout="constrained")
         ax = fig.add_subplot()
         image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_xlabel("position")
