@@ -160,6 +160,8 @@ def test_bad_inputs_are_one_line_naming_the_choices(half_task: dict, tmp_path: P
         explain(explain_cfg(tmp_path / "a", ckpt, f"input={review}"))
     with pytest.raises(CnnZooError, match=r"layer='head' is not a layer .*convolutions: \['net.features.0', "):
         explain(explain_cfg(tmp_path / "b", ckpt, f"input={half_task['data']}", "layer=head"))
+    with pytest.raises(CnnZooError, match=r"output \(1, 1\) has no spatial axis for Grad-CAM; choose a convolution"):
+        explain(explain_cfg(tmp_path / "e", ckpt, f"input={half_task['data']}", "layer=net.head.1"))
     with pytest.raises(CnnZooError, match=r"target='dog' is not a class .*\['plain', 'spot'\]"):
         explain(explain_cfg(tmp_path / "c", ckpt, f"input={half_task['data']}", "target=dog"))
     with pytest.raises(CnnZooError, match=r"method='lime' .*\['gradcam', 'activations', 'saliency'\]"):

@@ -6,6 +6,7 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import Tensor, nn
 
+from cnn_zoo.errors import CnnZooError
 from cnn_zoo.interpret.layers import ClassScores, gradients_through
 
 
@@ -30,7 +31,10 @@ def gradcam(model: nn.Module, layer: nn.Module, x: Tensor, target: int, binary: 
         cam = LayerGradCam(scores, layer).attribute(x, target=int(target), relu_attributions=True)
     cam = cam.detach().float()
     if cam.ndim not in (3, 4):
-        raise ValueError(f"layer output of shape {tuple(cam.shape)} has no spatial axis for Grad-CAM")
+        raise CnnZooError(
+            f"the layer's output {tuple(cam.shape)} has no spatial axis for Grad-CAM; choose a convolution or a "
+            "pooling/activation between them (layer=<name>; omit it for the last convolution)"
+        )
     mode = "bilinear" if cam.ndim == 4 else "linear"
     upsampled = LayerAttribution.interpolate(cam, size, interpolate_mode=mode)
     return normalise(upsampled[:, 0]).cpu()
