@@ -24,7 +24,7 @@ from cnn_zoo.interpret.gradcam import gradcam
 from cnn_zoo.interpret.inputs import DataView
 from cnn_zoo.interpret.layers import find_layer
 from cnn_zoo.train import train
-from tests.conftest import FAST
+from tests.conftest import FAST, require_real
 from tests.fixtures_sequences import make_channel, make_imdb_archive
 
 QUIET = [*FAST, "logger=none", "callbacks.confusion_matrix=null", "callbacks.augmentation_preview=null"]
@@ -269,3 +269,23 @@ def test_evaluate_writes_top_losses_in_loss_order_and_the_most_confused_table(ha
     confused = (tmp_path / "eval" / "most_confused.md").read_text().splitlines()[4:]
     counts = {(row.split("|")[1].strip(), row.split("|")[2].strip()): int(row.split("|")[3]) for row in confused}
     assert sum(counts.values()) == round((1 - metrics["test/acc"]) * 20)
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("differences", [False, True])
+def test_a_real_telemetry_window_is_prepared_exactly_as_the_datamodule_prepares_it(differences: bool) -> None:
+    """The adapter rebuilds, from the raw CSV and the facts alone, the very window the datamodule tests on."""
+    from cnn_zoo.data.telemetry import TelemetryDataModule
+
+    root = require_real("telemetry", "MSL")
+    datamodule = TelemetryDataModule(
+        data_dir=str(root.parent.parent), path=["telemetry/MSL/C-1_train.csv", "telemetry/MSL/C-1_test.csv"],
+        class_names=["nominal", "point", "contextual"], window=32, differences=differences,
+    )  # fmt: skip
+    datamodule.setup("test")
+    view = DataView(datamodule.facts)
+    piece = next(p for p in datamodule.pieces["test"] if p.source.endswith("C-1_test.csv") and len(p) >= 33)
+    # the piece's second window: its differences are taken inside the piece (the first row's is 0 there)
+    sample = view.load(root / "C-1_test.csv", 1, start=piece.first_line - 2 + 1)[0]
+    assert torch.allclose(sample.x[0], torch.from_numpy(piece.x[1:33].T.copy()), atol=1e-5)
+    assert sample.label == int(piece.y[32])
