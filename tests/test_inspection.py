@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -14,11 +15,12 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from cnn_zoo.inspection import (
     AugmentationPreview,
     ConfusionMatrixImage,
-    MisclassifiedSamples,
+    TopLosses,
     displayable,
     flatten,
     predictions,
 )
+from cnn_zoo.interpret.toplosses import most_confused, sample_losses, top_losses
 from cnn_zoo.train import train
 from tests.conftest import FAST
 
@@ -51,7 +53,14 @@ def test_run_logs_curves_images_and_hparams_with_final_metrics(compose_cfg, mnis
     assert {"test/confusion_matrix", "train/augmentation_preview"} <= set(tags["images"])
     preview = events.Images("train/augmentation_preview")[-1]
     assert (preview.width, preview.height) == (8 * 30 + 2, 4 * 30 + 2)  # 32 images of 28 px, 8 a row, 2 px apart
-    assert ("test/misclassified" in tags["images"]) == (metrics["test/acc"] < 1.0)
+    assert ("test/top_losses" in tags["images"]) == (metrics["test/acc"] < 1.0)
+    assert "test/most_confused/text_summary" in tags["tensors"]
+    run = tmp_path / "run"
+    assert (run / "top_losses.png").exists() == (metrics["test/acc"] < 1.0)
+    confused = (run / "most_confused.md").read_text().splitlines()
+    wrong = round((1 - metrics["test/acc"]) * 100)  # 100 generated test digits
+    counts = [int(line.split("|")[3]) for line in confused[4:] if line.startswith("| ") and "no mistakes" not in line]
+    assert sum(counts) == wrong and counts == sorted(counts, reverse=True)
 
     start = hparams_data(events, "_hparams_/session_start_info").session_start_info
     assert start.hparams["optimizer.lr"].number_value == pytest.approx(3e-4)
@@ -82,31 +91,71 @@ def test_binary_confusion_matrix_counts_thresholded_probabilities(tmp_path: Path
     assert "test/confusion_matrix" in read_events(tmp_path / "tb").Tags()["images"]
 
 
-def test_misclassified_text_decodes_the_vocabulary_and_skips_without_one(tmp_path: Path) -> None:
+def test_top_losses_text_decodes_the_vocabulary_and_skips_without_one(tmp_path: Path) -> None:
     vocab = ["<pad>", "<unk>", "a", "dull", "film", "great"]
     batch = (torch.tensor([[2, 5, 4, 0, 0], [2, 3, 4, 0, 0]]), torch.tensor([0, 0]))
     outputs = {"probs": torch.tensor([0.8, 0.3]), "target": batch[1]}  # the first review is misread as positive
 
-    without = MisclassifiedSamples()
+    without = TopLosses(write_files=False)
     trainer = fake_trainer(tmp_path / "without")
     module = fake_module(kind="text", num_classes=2, class_names=["neg", "pos"])
     without.on_test_epoch_start(trainer, module)
     without.on_test_batch_end(trainer, module, outputs, batch, 0)
-    without.on_test_epoch_end(trainer, module)  # no vocabulary: nothing to show, no error
+    without.on_test_epoch_end(trainer, module)  # no vocabulary: a table without openings, no error
     trainer.loggers[0].experiment.flush()
-    assert not read_events(tmp_path / "without" / "tb").Tags()["tensors"]
+    assert "test/top_losses/text_summary" in read_events(tmp_path / "without" / "tb").Tags()["tensors"]
 
-    callback = MisclassifiedSamples(words=10)
+    callback = TopLosses(words=10)
     trainer = fake_trainer(tmp_path / "with")
+    trainer.default_root_dir = str(tmp_path / "run")
     module = fake_module(kind="text", num_classes=2, class_names=["neg", "pos"], vocab=vocab)
     callback.on_test_epoch_start(trainer, module)
     callback.on_test_batch_end(trainer, module, outputs, batch, 0)
-    assert callback.text_table(module.hparams["data"], ["neg", "pos"]).splitlines()[2:] == [
-        "| neg | pos | 0.80 | a great film |"
-    ]
     callback.on_test_epoch_end(trainer, module)
+    table = (tmp_path / "run" / "top_losses.md").read_text().splitlines()
+    assert table[-1] == f"| 1 | 0 | neg | pos | 0.800 | {-np.log(0.2):.3f} | a great film |"
+    assert (tmp_path / "run" / "most_confused.md").read_text().splitlines()[-1] == "| neg | pos | 1 | 50.00% |"
     trainer.loggers[0].experiment.flush()
-    assert "test/misclassified/text_summary" in read_events(tmp_path / "with" / "tb").Tags()["tensors"]
+    tags = read_events(tmp_path / "with" / "tb").Tags()["tensors"]
+    assert {"test/top_losses/text_summary", "test/most_confused/text_summary"} <= set(tags)
+
+
+def test_top_losses_are_the_most_confident_mistakes_in_loss_order_across_batches(tmp_path: Path) -> None:
+    trainer, module = fake_trainer(tmp_path), fake_module(kind="image", num_classes=3, class_names=["a", "b", "c"])
+    trainer.default_root_dir = str(tmp_path / "run")
+    callback = TopLosses(max_samples=3, heatmaps=False)
+    callback.on_test_epoch_start(trainer, module)
+    batches = [
+        torch.tensor([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]]),  # wrong (p=0.1), right, wrong (p=0.3)
+        torch.tensor([[0.02, 0.03, 0.95], [0.6, 0.2, 0.2], [0.2, 0.5, 0.3]]),  # wrong (p=0.02), wrong (p=0.2), right
+    ]
+    targets = [torch.tensor([0, 0, 0]), torch.tensor([0, 1, 1])]
+    for step, (probs, target) in enumerate(zip(batches, targets, strict=True)):
+        images = torch.full((3, 3, 4, 4), float(step)) + torch.arange(3).view(3, 1, 1, 1) / 10  # identifies the sample
+        callback.on_test_batch_end(trainer, module, {"probs": probs, "target": target}, (images, target), step)
+    assert [m.index for m in callback.mistakes] == [3, 0, 4]  # loss -log(0.02) > -log(0.1) > -log(0.2) > -log(0.3)
+    losses = [m.loss for m in callback.mistakes]
+    assert losses == sorted(losses, reverse=True) and losses[0] == pytest.approx(-np.log(0.02))
+    assert [float(callback.inputs[i][0, 0, 0]) for i in (3, 0, 4)] == pytest.approx([1.0, 0.0, 1.1])
+    assert [(m.target, m.predicted) for m in callback.mistakes] == [(0, 2), (0, 1), (1, 0)]
+    callback.on_test_epoch_end(trainer, module)
+    assert (tmp_path / "run" / "top_losses.png").read_bytes()[:4] == b"\x89PNG"
+    trainer.loggers[0].experiment.flush()
+    assert "test/top_losses" in read_events(tmp_path / "tb").Tags()["images"]
+    confused = (tmp_path / "run" / "most_confused.md").read_text().splitlines()[4:]
+    assert confused == ["| a | c | 2 | 33.33% |", "| a | b | 1 | 16.67% |", "| b | a | 1 | 16.67% |"]
+
+
+def test_top_loss_helpers_binary_and_multiclass() -> None:
+    binary = torch.tensor([0.9, 0.2, 0.6, 0.01])  # P(class 1)
+    target = torch.tensor([0, 0, 1, 1])
+    expected = [-np.log(0.1), -np.log(0.8), -np.log(0.6), -np.log(0.01)]
+    assert sample_losses(binary, target).tolist() == pytest.approx(expected)
+    assert [(m.index, m.predicted) for m in top_losses(binary, target, 5)] == [(3, 0), (0, 1)]  # only the mistakes
+    assert top_losses(binary, target, 1)[0].probability == pytest.approx(0.99)
+    pairs = most_confused(torch.tensor([1, 1, 2, 0, 2]), torch.tensor([0, 0, 0, 0, 1]))
+    assert pairs == [(0, 1, 2), (0, 2, 1), (1, 2, 1)]
+    assert most_confused(torch.tensor([1, 1, 2]), torch.tensor([0, 0, 0]), min_count=2) == [(0, 1, 2)]
 
 
 def test_augmentation_preview_ignores_non_image_batches(tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """`python -m cnn_zoo.evaluate ckpt_path=... [tta=hflip] [data=...]`: test a checkpoint without training.
 
 Writes `metrics.json` (plain and, with TTA, `*_tta` metrics side by side), `confusion_matrix.json` and
-`confusion_matrix.png` to the run folder. The data is the one the checkpoint was trained on unless `data=`
+`confusion_matrix.png` to the run folder, and (`top_losses=N`, 0 = off) the N most confident mistakes of the
+plain predictions with Grad-CAM overlays for images and the most confused class pairs: `top_losses.png`,
+`top_losses.md`, `most_confused.md` (and TensorBoard `test/top_losses`, `test/most_confused` with `logger=tensorboard`).
+The data is the one the checkpoint was trained on unless `data=`
 names another; the preprocessing (image size, normalisation) always follows the checkpoint.
 """
 
@@ -21,6 +24,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from cnn_zoo.config import CONFIG_DIR, to_plain
 from cnn_zoo.errors import user_errors
 from cnn_zoo.inference import datamodule_for, inference_trainer, load_classifier
+from cnn_zoo.inspection import TopLosses
 from cnn_zoo.pipeline import scalar_metrics, write_json
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     log.info("classes: %s", dict(enumerate(facts["class_names"])))
     output_dir = Path(cfg.paths.output_dir)
     collector = TargetCollector()
-    trainer = inference_trainer(cfg, extra_callbacks=[collector])
+    extra: list[L.Callback] = [collector]
+    if int(cfg.get("top_losses", 0)) > 0:
+        extra.append(TopLosses(max_samples=int(cfg.top_losses)))
+    trainer = inference_trainer(cfg, extra_callbacks=extra)
     trainer.test(model, dataloaders=datamodule.test_dataloader())
     metrics = scalar_metrics(trainer.callback_metrics)
     probabilities = torch.cat(trainer.predict(model, dataloaders=datamodule.test_dataloader()))

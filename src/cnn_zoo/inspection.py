@@ -1,5 +1,5 @@
 """What TensorBoard shows beyond the curves: hyperparameters with final metrics, a confusion matrix,
-misclassified samples and a preview of the augmented training batch.
+the top losses with the most confused classes, and a preview of the augmented training batch.
 
 Figures are plain matplotlib `Figure`s rendered by TensorBoard's Agg canvas: no pyplot, no display needed.
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
@@ -22,6 +23,18 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 from torchmetrics import ConfusionMatrix
 from torchvision.utils import make_grid
+
+from cnn_zoo.errors import CnnZooError
+from cnn_zoo.interpret.inputs import DataView
+from cnn_zoo.interpret.render import mistakes_grid
+from cnn_zoo.interpret.toplosses import (
+    Mistake,
+    class_probabilities,
+    confused_markdown,
+    mistakes_markdown,
+    most_confused,
+    top_losses,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +73,13 @@ def log_run_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, floa
     logger.experiment.flush()
 
 
+def data_view(pl_module: L.LightningModule) -> DataView:
+    """The module's data facts, read through the one adapter (`cnn_zoo.interpret.inputs`)."""
+    return DataView(pl_module.hparams.get("data") or {})
+
+
 def class_names(pl_module: L.LightningModule) -> list[str]:
-    facts = pl_module.hparams.get("data") or {}
-    return [str(n) for n in facts.get("class_names", range(int(facts.get("num_classes", 2))))]
+    return data_view(pl_module).class_names
 
 
 def facts_of(pl_module: L.LightningModule) -> dict[str, Any]:
@@ -80,18 +97,7 @@ def predictions(probs: Tensor) -> Tensor:
 
 def displayable(images: Tensor, facts: dict[str, Any]) -> Tensor:
     """Undo the datamodule's mean/std normalisation so the images look as they were read, clipped to [0, 1]."""
-    images = images.detach().float().cpu()
-    mean, std = facts.get("mean"), facts.get("std")
-    if mean is not None and std is not None:
-        shape = (1, -1, 1, 1)
-        images = images * torch.tensor(std, dtype=images.dtype).view(shape) + torch.tensor(mean).view(shape)
-        return images.clamp(0.0, 1.0)
-    low, high = images.amin(), images.amax()
-    return (images - low) / (high - low).clamp(min=1e-8)
-
-
-def is_image_batch(x: Any, facts: dict[str, Any]) -> bool:
-    return facts.get("kind", "image") == "image" and isinstance(x, Tensor) and x.ndim == 4 and x.is_floating_point()
+    return DataView(facts).displayable(images)
 
 
 class ConfusionMatrixImage(L.Callback):
@@ -130,80 +136,115 @@ class ConfusionMatrixImage(L.Callback):
         self.matrix = None
 
 
-class MisclassifiedSamples(L.Callback):
-    """The first `max_samples` wrong test predictions: an image grid labelled true/pred, or, for text,
-    the reviews' opening words (decoded with the datamodule's vocabulary `facts["vocab"]`)."""
+class TopLosses(L.Callback):
+    """fastai's `plot_top_losses` and `most_confused` for the test set (`cnn_zoo.interpret.toplosses`).
 
-    def __init__(self, max_samples: int = 32, nrow: int = 8, words: int = 40) -> None:
+    The `max_samples` test samples the model was most confidently wrong about, ordered by loss (an image grid
+    with each sample's Grad-CAM for the predicted class over it, or for text the reviews' opening words), and
+    the most confused class pairs by count: `test/top_losses` and `test/most_confused` in TensorBoard, and
+    `top_losses.png` / `top_losses.md` / `most_confused.md` in the run folder (`trainer.default_root_dir`).
+    Every test sample is scored; only the current top `max_samples` inputs are kept in memory.
+    """
+
+    def __init__(
+        self, max_samples: int = 32, nrow: int = 8, words: int = 40, heatmaps: bool = True, write_files: bool = True
+    ) -> None:
         self.max_samples = int(max_samples)
         self.nrow = int(nrow)
         self.words = int(words)
-        self.samples: list[tuple[Tensor, int, int, float]] = []
+        self.heatmaps = bool(heatmaps)
+        self.write_files = bool(write_files)
+        self.reset()
+
+    def reset(self) -> None:
+        self.mistakes: list[Mistake] = []  # the top ones so far, highest loss first
+        self.inputs: dict[int, Tensor] = {}  # their inputs, by sample index
+        self.predicted: list[Tensor] = []
+        self.targets: list[Tensor] = []
+        self.seen = 0
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.samples = []
+        self.reset()
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
-        if len(self.samples) >= self.max_samples or not isinstance(outputs, dict) or "probs" not in outputs:
+        if not isinstance(outputs, dict) or "probs" not in outputs:
             return
-        probs, target = outputs["probs"].detach().cpu(), outputs["target"].detach().cpu()
-        pred = predictions(probs)
-        confidence = torch.where(pred == 1, probs, 1 - probs) if probs.ndim == 1 else probs.amax(dim=1)
+        probs, target = outputs["probs"].detach().float().cpu(), outputs["target"].detach().cpu()
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        for i in torch.nonzero(pred != target).flatten().tolist()[: self.max_samples - len(self.samples)]:
-            self.samples.append((x[i].detach().cpu(), int(target[i]), int(pred[i]), float(confidence[i])))
+        self.predicted.append(class_probabilities(probs).argmax(dim=1))
+        self.targets.append(target)
+        batch_top = top_losses(probs, target, self.max_samples, offset=self.seen)
+        merged = sorted([*self.mistakes, *batch_top], key=lambda m: -m.loss)[: self.max_samples]
+        for m in batch_top:
+            if m in merged:
+                self.inputs[m.index] = x[m.index - self.seen].detach().cpu().clone()
+        self.mistakes = merged
+        self.inputs = {m.index: self.inputs[m.index] for m in merged}
+        self.seen += len(target)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        logger = tensorboard_logger(trainer)
-        if logger is None or not self.samples:
+        if not trainer.is_global_zero or not self.targets:
             return
-        facts, names = facts_of(pl_module), class_names(pl_module)
-        inputs = torch.stack([s[0] for s in self.samples])
-        if is_image_batch(inputs, facts):
-            fig = self.image_figure(displayable(inputs, facts), names)
-            logger.experiment.add_figure("test/misclassified", fig, global_step=trainer.global_step, close=True)
-        elif facts.get("kind") == "text" and facts.get("vocab"):
-            table = self.text_table(facts, names)
-            logger.experiment.add_text("test/misclassified", table, global_step=trainer.global_step)
-        else:
-            log.info("misclassified samples: nothing to draw for %s data", facts.get("kind", "this"))
-        self.samples = []
+        view = data_view(pl_module)
+        names = view.class_names
+        predicted, targets = torch.cat(self.predicted), torch.cat(self.targets)
+        confused = confused_markdown(most_confused(predicted, targets), names, len(targets))
+        logger = tensorboard_logger(trainer)
+        folder = Path(trainer.default_root_dir) if self.write_files else None
+        inputs = [self.inputs[m.index] for m in self.mistakes]
+        openings = self.openings(view, inputs) if view.has_vocabulary else None
+        table = mistakes_markdown(self.mistakes, names, openings)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "most_confused.md").write_text("# Most confused (true -> predicted)\n\n" + confused + "\n")
+            (folder / "top_losses.md").write_text("# Top losses (most confident mistakes)\n\n" + table + "\n")
+        if logger is not None:
+            logger.experiment.add_text("test/most_confused", confused, global_step=trainer.global_step)
+        if self.mistakes and view.is_image_batch(torch.stack(inputs)):
+            fig = self.image_figure(pl_module, view, torch.stack(inputs), folder)
+            if logger is not None:
+                logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
+        elif self.mistakes and logger is not None:
+            logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
+        self.reset()
 
-    def image_figure(self, images: Tensor, names: list[str]) -> Figure:
-        padding = 2
-        grid = make_grid(images, nrow=self.nrow, padding=padding, pad_value=1.0)
-        height, width = images.shape[-2:]
-        columns = min(self.nrow, len(images))
-        rows = (len(images) + self.nrow - 1) // self.nrow
-        fig = Figure(figsize=(1.4 * columns + 0.5, 1.5 * rows + 0.5), layout="constrained")
-        ax = fig.add_subplot()
-        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-        for index, (_, true, pred, confidence) in enumerate(self.samples):
-            row, col = divmod(index, self.nrow)
-            ax.text(
-                padding + col * (width + padding) + 1,
-                padding + row * (height + padding) + 1,
-                f"{names[true]}→{names[pred]} {confidence:.2f}",
-                fontsize=6,
-                va="top",
-                color="white",
-                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0},
-            )
-        ax.set_axis_off()
-        ax.set_title("misclassified test samples: true→predicted (confidence)", fontsize=8)
-        return fig
+    def image_figure(self, pl_module: L.LightningModule, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
+        images = view.displayable(inputs).permute(0, 2, 3, 1).numpy()
+        heatmaps = self.gradcams(pl_module, inputs) if self.heatmaps else None
+        labels = [
+            f"{view.class_names[m.target]}→{view.class_names[m.predicted]} p={m.probability:.2f} loss={m.loss:.2f}"
+            for m in self.mistakes
+        ]
+        title = "top losses: true→predicted, probability, loss"
+        if heatmaps is not None:
+            title += " (Grad-CAM of the prediction)"
+        path = folder / "top_losses.png" if folder is not None else None
+        return mistakes_grid(images, heatmaps, labels, path, title, self.nrow)
 
-    def text_table(self, facts: dict[str, Any], names: list[str]) -> str:
-        vocab = facts["vocab"]
-        pad = int(facts.get("pad_index", 0))
-        lines = ["| true | predicted | confidence | opening |", "|---|---|---|---|"]
-        for tokens, true, pred, confidence in self.samples:
-            ids = [int(t) for t in tokens.flatten().tolist() if int(t) != pad][: self.words]
-            opening = " ".join(vocab[i] if 0 <= i < len(vocab) else "?" for i in ids).replace("|", "/")
-            lines.append(f"| {names[true]} | {names[pred]} | {confidence:.2f} | {opening} |")
-        return "\n".join(lines)
+    def gradcams(self, pl_module: L.LightningModule, inputs: Tensor) -> Any:
+        """Each top-loss image's Grad-CAM for its (wrong) prediction at the last convolution, or None without one."""
+        try:
+            from cnn_zoo.interpret.gradcam import gradcam
+            from cnn_zoo.interpret.layers import find_layer
+
+            _, layer = find_layer(pl_module, None)
+        except (ImportError, CnnZooError) as err:  # no captum, or no convolution: the grid without heatmaps
+            log.info("top losses without Grad-CAM: %s", err)
+            return None
+        maps = []
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.inference_mode(False), torch.autocast(pl_module.device.type, enabled=False):
+            for m, x in zip(self.mistakes, inputs, strict=True):
+                x = x.clone().unsqueeze(0).to(pl_module.device)
+                maps.append(gradcam(pl_module, layer, x, m.predicted, pl_module.num_classes == 2)[0].numpy())
+        pl_module.train(was_training)
+        return np.stack(maps)
+
+    def openings(self, view: DataView, inputs: list[Tensor]) -> list[str]:
+        return [" ".join([w for w in view.words(tokens) if w][: self.words]) for tokens in inputs]
 
 
 class AugmentationPreview(L.Callback):
@@ -222,8 +263,8 @@ class AugmentationPreview(L.Callback):
         self.done = True
         logger = tensorboard_logger(trainer)
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        facts = facts_of(pl_module)
-        if logger is None or not is_image_batch(x, facts):
+        view = data_view(pl_module)
+        if logger is None or not view.is_image_batch(x):
             return
-        grid = make_grid(displayable(x[: self.max_images], facts), nrow=self.nrow, padding=2, pad_value=1.0)
+        grid = make_grid(view.displayable(x[: self.max_images]), nrow=self.nrow, padding=2, pad_value=1.0)
         logger.experiment.add_image("train/augmentation_preview", grid, global_step=trainer.global_step)

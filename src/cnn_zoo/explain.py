@@ -1,0 +1,169 @@
+"""`python -m cnn_zoo.explain ckpt_path=... input=... method=gradcam|activations|saliency`: see what the network sees.
+
+From the checkpoint alone (its data facts rebuild the preprocessing), for each input it writes PNGs and an
+`index.html` showing them beside the prediction and its probability, into `outputs/explain/<time>/`:
+- `activations`: every convolution's feature maps (a grid per layer, with its name and output shape);
+- `gradcam`: the class-activation heatmap over the input (images; per token for text, per time step for sequences)
+  at the last convolution or `layer=<name>`, for the predicted class, `target=<class>` or `target=all`;
+- `saliency`: input attributions: integrated gradients per token (text) or per feature and time step
+  (sequences) over the embedding / input, the gradient magnitude per pixel (images).
+Attributions come from captum (`cnn_zoo.interpret`); test-time augmentation is off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from cnn_zoo.classifier import Classifier
+from cnn_zoo.config import CONFIG_DIR
+from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.inference import load_classifier
+from cnn_zoo.interpret import render
+from cnn_zoo.interpret.activations import activations
+from cnn_zoo.interpret.attribution import saliency, sequence_attributions, token_attributions
+from cnn_zoo.interpret.gradcam import gradcam
+from cnn_zoo.interpret.index import Entry, write_index
+from cnn_zoo.interpret.inputs import DataView, Sample
+from cnn_zoo.interpret.layers import conv_layers, find_layer
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gradcam", "activations", "saliency")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise CnnZooError(f"device={name!r}: choose cpu, cuda or auto")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CnnZooError("device=cuda but no CUDA device is available; use device=cpu")
+    return torch.device(name)
+
+
+def targets_for(target: str | int | None, predicted: int, view: DataView) -> list[int]:
+    if target is None or str(target) == "":
+        return [predicted]
+    if str(target) == "all":
+        return list(range(view.num_classes))
+    return [view.class_index(target)]
+
+
+class Explainer:
+    """One method on one model: figures for each input, named after it, in `folder`."""
+
+    def __init__(self, model: Classifier, view: DataView, cfg: DictConfig, folder: Path) -> None:
+        self.model, self.view, self.folder = model, view, folder
+        self.method = str(cfg.method)
+        self.max_maps, self.steps = int(cfg.max_maps), int(cfg.steps)
+        self.layers: list[str] | None = None
+        if self.method == "gradcam":
+            self.layer_name, self.layer = find_layer(model, cfg.get("layer"))
+        elif cfg.get("layer"):
+            name, module = find_layer(model, cfg.layer)
+            if name not in conv_layers(model):
+                raise CnnZooError(f"layer={name!r} is not a convolution; activations of: {list(conv_layers(model))}")
+            self.layers = [name]
+
+    def run(self, sample: Sample, entry: Entry, targets: list[int]) -> None:
+        x = sample.x.to(self.model.device)
+        if self.method == "activations":
+            for maps in activations(self.model, x, self.layers):
+                path = self.folder / f"{sample.name}_activations_{maps.layer.replace('.', '-')}.png"
+                entry.figures.append(render.activation_grid(maps, path, self.max_maps, sample.name))
+            return
+        for target in targets:
+            name = self.view.class_names[target]
+            stem = f"{sample.name}_{self.method}_{name}"
+            if self.method == "gradcam":
+                cam = gradcam(self.model, self.layer, x, target, self.model.binary)[0].numpy()
+                self.draw(sample, entry, cam, stem, f"Grad-CAM for '{name}' at {self.layer_name}", "Grad-CAM")
+            else:
+                self.attribute(sample, entry, x, target, stem, name)
+
+    def attribute(self, sample: Sample, entry: Entry, x: torch.Tensor, target: int, stem: str, name: str) -> None:
+        kind, binary = self.view.kind, self.model.binary
+        if kind == "text":
+            result = token_attributions(self.model, x, target, binary, self.view.pad_index, self.steps)
+        elif kind == "sequence":
+            result = sequence_attributions(self.model, x, target, binary, self.steps)
+        else:
+            result = saliency(self.model, x, target, binary)
+        values = result.values.numpy()
+        if result.delta is not None:
+            entry.notes.append(f"integrated gradients for '{name}': completeness error {result.delta:.2e}")
+        if kind == "image":
+            values = values / (values.max() or 1.0)
+        what = "saliency" if kind == "image" else "integrated gradients"
+        self.draw(sample, entry, values, stem, f"{what} for '{name}'", "saliency")
+
+    def draw(self, sample: Sample, entry: Entry, values: np.ndarray, stem: str, title: str, label: str) -> None:
+        path = self.folder / f"{stem}.png"
+        if sample.image is not None:
+            entry.figures.append(render.heatmap_figure(sample.image, values, path, f"{sample.name}: {title}", label))
+        elif sample.tokens is not None:
+            entry.fragments.append(render.token_html(sample.tokens, values, f"{title} (red: for, blue: against)"))
+            entry.figures.append(render.token_bars(sample.tokens, values, path, f"{sample.name}: {title}"))
+        elif sample.series is not None:
+            names = self.view.series_names
+            entry.figures.append(render.series_figure(sample.series, values, names, path, f"{sample.name}: {title}"))
+
+
+def explain(cfg: DictConfig) -> Path:
+    """Explain every input of `cfg.input` with `cfg.method`; returns the written `index.html`."""
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.method not in METHODS:
+        raise CnnZooError(f"method={cfg.method!r} is not known; choose one of {list(METHODS)}")
+    started = time.perf_counter()
+    model = load_classifier(cfg.ckpt_path)  # TTA off: one network pass is what is explained
+    model.to(pick_device(str(cfg.device)))
+    view = DataView(model.hparams.data)
+    folder = Path(cfg.paths.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    explainer = Explainer(model, view, cfg, folder)
+    samples = view.load(cfg.input, int(cfg.max_inputs), cfg.get("start"))
+    entries, seconds = [], []
+    for sample in samples:
+        begin = time.perf_counter()
+        with torch.no_grad():
+            probs = model.class_probabilities(model.view_probabilities(sample.x.to(model.device)))[0].cpu()
+        predicted = int(probs.argmax())
+        true = view.class_names[sample.label] if sample.label is not None else None
+        entry = Entry(sample.name, sample.source, view.class_names[predicted], float(probs[predicted]), true)
+        explainer.run(sample, entry, targets_for(cfg.get("target"), predicted, view))
+        entries.append(entry)
+        seconds.append(time.perf_counter() - begin)
+        log.info("%s: %s %.3f, %d figure(s) in %.2f s", sample.name, entry.predicted, entry.probability,
+                 len(entry.figures), seconds[-1])  # fmt: skip
+    header = [f"checkpoint {Path(str(cfg.ckpt_path)).resolve()}", f"method {cfg.method}; input {cfg.input}"]
+    index = write_index(folder, f"explain: {cfg.method}", entries, header)
+    summary = {
+        "method": str(cfg.method),
+        "inputs": len(entries),
+        "figures": sum(len(e.figures) for e in entries),
+        "seconds_total": round(time.perf_counter() - started, 3),
+        "seconds_per_input": [round(s, 3) for s in seconds],
+        "predictions": [{"input": e.source, "predicted": e.predicted, "probability": e.probability} for e in entries],
+    }
+    (folder / "explain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%d input(s) explained in %.1f s: %s", len(entries), summary["seconds_total"], index)
+    return index
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explain")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        explain(cfg)
+
+
+if __name__ == "__main__":
+    main()

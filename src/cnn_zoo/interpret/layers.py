@@ -1,0 +1,63 @@
+"""Which layers of a network can be looked into, by the names `model.named_modules()` gives them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import Tensor, nn
+
+from cnn_zoo.errors import CnnZooError
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d)
+
+
+def conv_layers(net: nn.Module) -> dict[str, nn.Module]:
+    """Every convolution, in forward order (module registration order), by its dotted name."""
+    return {name: module for name, module in net.named_modules() if isinstance(module, CONVOLUTIONS)}
+
+
+def find_layer(net: nn.Module, name: str | None) -> tuple[str, nn.Module]:
+    """`name` (any module), or the last convolution: Grad-CAM's usual layer (the most semantic, still spatial)."""
+    convs = conv_layers(net)
+    if name is None or name == "":
+        if not convs:
+            raise CnnZooError(f"{type(net).__name__} has no convolution to explain")
+        return next(reversed(convs.items()))
+    modules = dict(net.named_modules())
+    if str(name) not in modules:
+        raise CnnZooError(f"layer={name!r} is not a layer of {type(net).__name__}; convolutions: {list(convs)}")
+    return str(name), modules[str(name)]
+
+
+class ClassScores(nn.Module):
+    """The classifier's logits as one score per class: a binary net's single logit z becomes (-z, z).
+
+    Attribution methods then take a class index for every checkpoint, and class 0 of a binary model is
+    explained by the evidence against class 1, as its probability 1 - sigmoid(z) = sigmoid(-z) says.
+    """
+
+    def __init__(self, model: nn.Module, binary: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.binary = binary
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scores(self.model(x).float())
+
+    def scores(self, logits: Tensor) -> Tensor:
+        return logits.reshape(len(logits), 1) * logits.new_tensor([-1.0, 1.0]) if self.binary else logits
+
+
+@contextmanager
+def gradients_through(net: nn.Module) -> Iterator[None]:
+    """Autograd through a frozen transfer backbone (it normally runs without it, from a feature cache)."""
+    if not hasattr(net, "unfrozen"):
+        yield
+        return
+    saved = net.unfrozen
+    net.unfrozen = True  # TransferNet.features: the backbone with autograd, no cache
+    try:
+        yield
+    finally:
+        net.unfrozen = saved
