@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnn_zoo.config import user_cache_dir
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.progress import stage
 
@@ -41,12 +41,8 @@ class Resource:
 
 
 def cache_root() -> Path:
-    """Where downloads and other re-creatable files go: CNN_ZOO_CACHE_DIR, else the user's cache folder."""
-    configured = os.environ.get("CNN_ZOO_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser().resolve()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser().resolve() / "cnn_zoo"
+    """Where downloads and other re-creatable files go (`cnn_zoo.config.user_cache_dir`), absolute."""
+    return user_cache_dir().resolve()
 
 
 def file_digest(path: Path, algorithm: str) -> str:
