@@ -26,11 +26,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.conftest import FAST  # noqa: E402
+
 from cnn_zoo.config import compose_train_config  # noqa: E402
 from cnn_zoo.export import export  # noqa: E402
 from cnn_zoo.predict import predict  # noqa: E402
 from cnn_zoo.train import train  # noqa: E402
-from tests.conftest import FAST  # noqa: E402
 
 
 class Check:
