@@ -172,3 +172,21 @@ def test_debug_fdr_runs_the_whole_pipeline_on_one_batch(compose_cfg, mnist_root:
 
     metrics = train(compose_cfg(f"paths.data_dir={mnist_root}", "data.val_size=60", "debug=fdr"))
     assert "test/acc" in metrics
+
+
+def test_an_old_checkpoints_data_config_rebuilds_the_same_spec(tmp_path: Path, caplog) -> None:
+    """The old config's `val_fraction`/`standardize` still instantiate (deprecated) and give the trained scaler."""
+    import logging
+
+    from cnn_zoo.inference import datamodule_for
+    from tests.fixtures_sequences import make_channel
+
+    model = load_classifier(FIXTURES / "old_conv1d_telemetry.ckpt")
+    make_channel(tmp_path)  # the generator and seed the fixture checkpoint was trained on
+    old = dict(model.spec.datamodule, path=[str(tmp_path / "C-1_test.csv")])
+    with caplog.at_level(logging.WARNING):
+        datamodule = datamodule_for(model.spec.with_datamodule(old), None)
+    assert "data.val_fraction is deprecated" in caplog.text and "data.standardize is deprecated" in caplog.text
+    assert datamodule.spec.preprocessing == model.spec.preprocessing.__class__(
+        **{**vars(model.spec.preprocessing), "reading": datamodule.spec.preprocessing.reading}
+    )

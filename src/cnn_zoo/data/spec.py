@@ -266,13 +266,13 @@ def from_facts(facts: Mapping[str, Any]) -> DataSpec:
     config = datamodule or {}
     prep: Preprocessing
     if kind == "image":
-        channels = int(facts.get("in_channels", 3))
+        channels = int(facts.get("in_channels", facts["input_shape"][0]))
         prep = ImagePreprocessing(
-            size=tuple(int(v) for v in facts["input_size"]),
+            size=tuple(int(v) for v in facts.get("input_size", facts["input_shape"][1:])),
             color_mode=str(facts.get("color_mode") or {1: "grayscale", 3: "rgb", 4: "rgba"}[channels]),
             normalization=str(facts.get("normalization") or config.get("normalize") or "standard"),
-            mean=tuple(float(v) for v in facts["mean"]),
-            std=tuple(float(v) for v in facts["std"]),
+            mean=tuple(float(v) for v in facts.get("mean", [0.0] * channels)),  # hand-made facts may omit them
+            std=tuple(float(v) for v in facts.get("std", [1.0] * channels)),
             resize=str(facts.get("resize", "bilinear")),
         )
     elif kind == "text":
