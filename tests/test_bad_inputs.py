@@ -224,6 +224,7 @@ def test_bad_input_is_one_error_line(name: str, corpus: Path, tmp_path: Path, ca
 def test_bad_input_through_the_real_command(name: str, corpus: Path, tmp_path: Path) -> None:
     case = CASES[name]
     env = {**os.environ, "CNN_ZOO_DATA_DIR": str(corpus), "CNN_ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
     before = fingerprint(corpus)
     result = subprocess.run(
         [sys.executable, "-m", f"cnn_zoo.{case.entry}", *arguments(case, corpus, tmp_path)],

@@ -6,6 +6,7 @@ Each case runs the real entry point three times: uninterrupted, SIGKILLed at a t
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -148,3 +149,23 @@ def test_atomic_write_replaces_the_file_whole(tmp_path: Path) -> None:
     write_atomic(path, {"epoch": 2})
     assert torch.load(path, weights_only=True) == {"epoch": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+
+
+def test_optuna_search_killed_mid_trial_never_counts_it_complete(mnist_root: Path, tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna")
+    sweep = tmp_path / "search"
+    search = [
+        "hparams_search=mnist_optuna", f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=8", "logger=none",
+        "model=lenet", "data.download=false", "data.val_size=60", "data.batch_size=32", "trainer.max_epochs=1",
+        *QUIET,
+    ]  # fmt: skip
+    killed = cli(mnist_root, *search, "hydra.sweeper.n_trials=2", kill_at=3)  # SIGKILL in trial 0's 4th step
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = cli(mnist_root, *search, "hydra.sweeper.n_trials=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{sweep}/optuna.db")
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    summary = {r["job"]: r["status"] for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert summary == {"0": "interrupted", "1": "completed"}
+    assert not (sweep / "0" / "metrics.json").exists()
