@@ -186,10 +186,10 @@ def main() -> None:
                       f"test_acc={run.test_acc}", flush=True)  # fmt: skip
                 if not args.keep_runs and round_ < args.rounds - 1 and run.returncode == 0:
                     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-        rows, model_ratios = table_rows(model, runs, fast)
+            rows, model_ratios = table_rows(model, runs, fast)  # after every round: an interrupted run keeps its data
+            write_tables(args.out, summary + rows, [*ratios, model_ratios], raw, notes)
         summary += rows
         ratios.append(model_ratios)
-        write_tables(args.out, summary, ratios, raw, notes)
 
 
 def table_rows(model: str, runs: dict[str, list[ProcessRun]], fast: bool) -> tuple[list[dict], dict[str, Any]]:

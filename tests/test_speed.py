@@ -112,7 +112,7 @@ def test_a_run_off_a_terminal_logs_one_line_per_epoch_that_the_bench_reads(mnist
     assert "it/s" not in log.read_text() and "Trainable params" in log.read_text()  # a summary, no progress bar
     zoo_stamps(run, run_dir / "train.log", run_dir / "metrics.json")
     assert len(run.epochs) == 2 and all(end > start and cpu > 0 for start, end, cpu in run.epochs)
-    assert run.steady_epoch_cpu_s == run.epochs[1][2]
+    assert run.steady_epoch_cpu_s == run.epochs[1][2] and run.steady_epoch_s == run.epochs[1][1] - run.epochs[1][0]
     assert run.launched < run.first_step < run.epochs[0][1] < run.epochs[1][1] <= run.ended
     assert run.test_acc == json.loads((run_dir / "metrics.json").read_text())["test/acc"]
     assert run.max_rss_mb > 50 and run.cpu_s > 0
@@ -129,4 +129,5 @@ def test_child_reports_are_read_from_their_last_bench_line(tmp_path: Path) -> No
     failed = run_process([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "failed.log")
     assert failed.returncode == 3 and reported(failed, "").epochs == []
     assert ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5]]).steady_epoch_s == 0.5
-    assert ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5, 0.9], [0.5, 1.0, 0.7]]).steady_epoch_cpu_s == 0.7
+    with_cpu = ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5, 0.9], [0.5, 1.25, 0.7]])
+    assert with_cpu.steady_epoch_cpu_s == 0.7 and with_cpu.epoch_s == [0.5, 0.75]

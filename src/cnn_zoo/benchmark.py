@@ -161,7 +161,7 @@ class ProcessRun:
 
     @property
     def epoch_s(self) -> list[float]:
-        return [end - start for start, end in self.epochs]
+        return [epoch[1] - epoch[0] for epoch in self.epochs]
 
     @property
     def epoch_cpu_s(self) -> list[float]:
