@@ -15,7 +15,9 @@ for `--rounds` rounds, on the same data, network, optimizer, batch size and epoc
   when it can import tensorflow; skipped with a note otherwise; `pip install -e '.[bench]'`).
 
 Reported medians over the rounds: seconds per epoch (each process's own epoch stamps, validation included;
-the median of the epochs after the first), start-up (launch to the first training step), the whole process,
+the median of the epochs after the first) and the process's CPU seconds per epoch (all its threads: less blurred
+by other processes on a shared machine; DataLoader worker processes not included), start-up (launch to the
+first training step), the whole process,
 training samples per second, peak memory (the child's max RSS) and CPU seconds, test accuracy; and the ratios
 the targets are about. Writes `<out>/speed.{md,json}` (every run's raw figures in the json). Extra Hydra
 overrides after `--` apply to the cnn_zoo and plain runs (e.g. `trainer.accelerator=gpu`).
@@ -24,7 +26,9 @@ overrides after `--` apply to the cnn_zoo and plain runs (e.g. `trainer.accelera
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
+import json
 import os
 import shutil
 import statistics
@@ -123,6 +127,7 @@ def summarise(model: str, way: str, runs: list[ProcessRun]) -> dict[str, Any]:
     row: dict[str, Any] = {"model": model, "way": way, "runs": f"{len(ok)}/{len(runs)}"}
     row["s/epoch"] = epoch
     row["s/epoch per run"] = " ".join(f"{r.steady_epoch_s:.1f}" for r in ok)
+    row["CPU s/epoch"] = median([r.steady_epoch_cpu_s for r in ok])
     row["start-up s"] = median([r.startup_s for r in ok])
     row["whole s"] = median([r.whole_s for r in ok])
     row[f"{COURSES[model].unit}/s"] = round(COURSES[model].train_samples / epoch) if epoch else None
@@ -147,8 +152,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("--keep-runs", action="store_true", help="keep every run folder (default: the last round's)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the cnn_zoo and plain runs")
+    parser.add_argument("--tables-from", type=Path, help="only rebuild the tables from an earlier speed.json's runs")
     args = parser.parse_args()
     args.out = args.out.resolve()
+    if args.tables_from:
+        return rebuild(args.tables_from, args.out)
     keras_python, keras_note = keras_interpreter(args.keras_python)
     ways = [w for w in args.ways if w != "keras" or keras_python]
     accelerator = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.accelerator=")), "auto")
@@ -178,31 +186,53 @@ def main() -> None:
                       f"test_acc={run.test_acc}", flush=True)  # fmt: skip
                 if not args.keep_runs and round_ < args.rounds - 1 and run.returncode == 0:
                     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-        rows = {way: summarise(model, way, runs[way]) for way in ways}
-        summary += rows.values()
-        zoo = "zoo"
-        float32 = "zoo_32" if "zoo_32" in rows else ("zoo" if not fast else "")  # the defaults are float32 here
-        ratios.append(
-            {
-                "model": model,
-                "zoo/keras s/epoch (target <= 1.0)": ratio(rows, zoo, "keras", "s/epoch"),
-                "zoo/plain s/epoch": ratio(rows, zoo, "plain", "s/epoch"),
-                "float32 zoo/plain s/epoch (target <= 1.05)": ratio(rows, float32, "plain", "s/epoch"),
-                "keras/zoo_fast s/epoch (target >= 1.5)": ratio(rows, "keras", "zoo_fast", "s/epoch"),
-                "zoo/keras whole (target <= 1.1, MNIST)": ratio(rows, zoo, "keras", "whole s"),
-                "zoo start-up s (target <= 4, MNIST)": rows.get(zoo, {}).get("start-up s"),
-            }
-        )  # fmt: skip
-        write_tables(args.out, summary, ratios, raw, notes)
+            rows, model_ratios = table_rows(model, runs, fast)  # after every round: an interrupted run keeps its data
+            write_tables(args.out, summary + rows, [*ratios, model_ratios], raw, notes)
+        summary += rows
+        ratios.append(model_ratios)
+
+
+def table_rows(model: str, runs: dict[str, list[ProcessRun]], fast: bool) -> tuple[list[dict], dict[str, Any]]:
+    rows = {way: summarise(model, way, way_runs) for way, way_runs in runs.items()}
+    float32 = "zoo_32" if "zoo_32" in rows else ("zoo" if not fast else "")  # the defaults are float32 here
+    zoo = "zoo"
+    ratios = {
+        "model": model,
+        "zoo/keras s/epoch (target <= 1.0)": ratio(rows, zoo, "keras", "s/epoch"),
+        "zoo/plain s/epoch": ratio(rows, zoo, "plain", "s/epoch"),
+        "float32 zoo/plain s/epoch (target <= 1.05)": ratio(rows, float32, "plain", "s/epoch"),
+        "zoo/keras CPU s/epoch": ratio(rows, zoo, "keras", "CPU s/epoch"),
+        "zoo/plain CPU s/epoch": ratio(rows, zoo, "plain", "CPU s/epoch"),
+        "keras/zoo_fast s/epoch (target >= 1.5)": ratio(rows, "keras", "zoo_fast", "s/epoch"),
+        "zoo/keras whole (target <= 1.1, MNIST)": ratio(rows, zoo, "keras", "whole s"),
+        "zoo start-up s (target <= 4, MNIST)": rows.get(zoo, {}).get("start-up s"),
+    }
+    return list(rows.values()), ratios
+
+
+def rebuild(source: Path, out: Path) -> None:
+    """The tables again from the raw runs of an earlier speed.json (e.g. after a change of the summary)."""
+    saved = json.loads(source.read_text())
+    by_model: dict[str, dict[str, list[ProcessRun]]] = {}
+    fields = {f.name for f in dataclasses.fields(ProcessRun)}
+    for raw in saved["runs"]:
+        run = ProcessRun(**{k: v for k, v in raw.items() if k in fields})
+        by_model.setdefault(raw["model"], {}).setdefault(raw["way"], []).append(run)
+    summary, ratios = [], []
+    for model, runs in by_model.items():
+        rows, model_ratios = table_rows(model, runs, fast_enabled("auto", "auto"))
+        summary += rows
+        ratios.append(model_ratios)
+    write_tables(out, summary, ratios, saved["runs"], saved.get("notes", []))
 
 
 def write_tables(out: Path, summary: list, ratios: list, raw: list, notes: list[str]) -> None:
     """Rewritten after every model, so an interrupted benchmark keeps what it measured."""
-    columns = ["model", "way", "runs", "s/epoch", "s/epoch per run", "start-up s", "whole s", "images/s",
+    columns = ["model", "way", "runs", "s/epoch", "s/epoch per run", "CPU s/epoch", "start-up s", "whole s", "images/s",
                "reviews/s", "peak MB", "CPU s", "test acc"]  # fmt: skip
     table = markdown_table(summary, columns) + "\n\n" + markdown_table(ratios, list(ratios[0]))
-    write_report(out, "speed", "Speed: cnn_zoo vs a plain PyTorch loop vs Keras", table, {"summary": summary,
-                 "ratios": ratios, "runs": raw}, notes)  # fmt: skip
+    content = {"summary": summary, "ratios": ratios, "notes": notes, "runs": raw}
+    write_report(out, "speed", "Speed: cnn_zoo vs a plain PyTorch loop vs Keras", table, content, notes)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 Composes the same config as `python -m cnn_zoo.train <overrides>` and builds the same datamodule, network and
 optimizer, then trains with nothing else: no Lightning, callbacks, logger or metrics objects; float32 unless
 `--bf16` (autocast, with channels_last for images). Validates every epoch and tests at the end, as train does.
-Prints `BENCH {json}`: time stamps (first training step, each epoch's start and end) and the accuracies.
+Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end and CPU seconds), accuracies.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     stamps: dict = {"epochs": [], "first_step": None}
     val_acc = []
     for _ in range(args.epochs):
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         net.train()
         for x, y in datamodule.train_dataloader():
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -94,7 +94,7 @@ def main() -> None:
             loss.backward()
             optimizer.step()
         val_acc.append(accuracy(net, datamodule.val_dataloader(), binary, autocast))
-        stamps["epochs"].append([start, time.time()])
+        stamps["epochs"].append([start, time.time(), time.process_time() - cpu])
         print(f"epoch {len(val_acc)}: {stamps['epochs'][-1][1] - start:.2f}s val/acc={val_acc[-1]:.4f}", flush=True)
     datamodule.setup("test")
     test_acc = accuracy(net, datamodule.test_dataloader(), binary, autocast)

@@ -89,7 +89,7 @@ def test_the_fast_switch_sets_precision_and_memory_layout_in_the_config(compose_
 
 def test_epoch_line_names_the_epoch_its_duration_and_epoch_values() -> None:
     metrics = {"train/loss_step": 9.0, "train/loss_epoch": torch.tensor(0.25), "val/acc": 0.9861, "test/acc": 1.0}
-    assert epoch_line(2, 10, 12.345, metrics) == "epoch 2/10 12.35s train/loss=0.2500 val/acc=0.9861"
+    assert epoch_line(2, 10, 12.345, 20.1, metrics) == "epoch 2/10 12.35s cpu=20.10s train/loss=0.2500 val/acc=0.9861"
 
 
 def test_progress_bar_is_disabled_off_a_terminal_unless_forced() -> None:
@@ -111,7 +111,8 @@ def test_a_run_off_a_terminal_logs_one_line_per_epoch_that_the_bench_reads(mnist
     assert all("train/loss=" in line and "val/acc=" in line for line in epochs)
     assert "it/s" not in log.read_text() and "Trainable params" in log.read_text()  # a summary, no progress bar
     zoo_stamps(run, run_dir / "train.log", run_dir / "metrics.json")
-    assert len(run.epochs) == 2 and all(end > start for start, end in run.epochs)
+    assert len(run.epochs) == 2 and all(end > start and cpu > 0 for start, end, cpu in run.epochs)
+    assert run.steady_epoch_cpu_s == run.epochs[1][2] and run.steady_epoch_s == run.epochs[1][1] - run.epochs[1][0]
     assert run.launched < run.first_step < run.epochs[0][1] < run.epochs[1][1] <= run.ended
     assert run.test_acc == json.loads((run_dir / "metrics.json").read_text())["test/acc"]
     assert run.max_rss_mb > 50 and run.cpu_s > 0
@@ -128,3 +129,5 @@ def test_child_reports_are_read_from_their_last_bench_line(tmp_path: Path) -> No
     failed = run_process([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "failed.log")
     assert failed.returncode == 3 and reported(failed, "").epochs == []
     assert ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5]]).steady_epoch_s == 0.5
+    with_cpu = ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5, 0.9], [0.5, 1.25, 0.7]])
+    assert with_cpu.steady_epoch_cpu_s == 0.7 and with_cpu.epoch_s == [0.5, 0.75]

@@ -1,7 +1,7 @@
 """Shared by the Keras course scripts: time stamps of the first training step and of each epoch, and the result.
 
 The scripts print `BENCH {json}` as the last line, the format `scripts/bench_speed.py` reads (the same as
-`scripts/plain_torch.py`): `first_step`, `epochs` ([start, end] per epoch, validation included), `val_acc`,
+`scripts/plain_torch.py`): `first_step`, `epochs` ([start, end, CPU seconds] per epoch, validation included), `val_acc`,
 `test_acc`.
 """
 
@@ -25,7 +25,7 @@ class Stamps(keras.callbacks.Callback):
         self.val_acc: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epochs.append([time.time(), float("nan")])
+        self.epochs.append([time.time(), float("nan"), time.process_time()])
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.first_step is None:
@@ -33,6 +33,7 @@ class Stamps(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epochs[-1][1] = time.time()
+        self.epochs[-1][2] = time.process_time() - self.epochs[-1][2]  # CPU seconds of all the process's threads
         logs = logs or {}
         self.val_acc.append(float(logs.get("val_accuracy", float("nan"))))
         print(f"epoch {epoch + 1}: {self.epochs[-1][1] - self.epochs[-1][0]:.2f}s val_acc={self.val_acc[-1]:.4f}")

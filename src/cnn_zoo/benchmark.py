@@ -138,7 +138,8 @@ class ProcessRun:
     """One timed child process: wall-clock launch and exit, its own peak memory and CPU time, and what it reported.
 
     `first_step` and `epochs` ([start, end] per epoch) are wall-clock stamps from the process itself, so start-up
-    (launch to first training step) and seconds per epoch exclude each other and the process's exit.
+    (launch to first training step) and seconds per epoch exclude each other and the process's exit. An epoch
+    may carry a third number, the process's CPU seconds in it (robust to other processes on the machine).
     """
 
     launched: float
@@ -160,13 +161,24 @@ class ProcessRun:
 
     @property
     def epoch_s(self) -> list[float]:
-        return [end - start for start, end in self.epochs]
+        return [epoch[1] - epoch[0] for epoch in self.epochs]
+
+    @property
+    def epoch_cpu_s(self) -> list[float]:
+        return [epoch[2] for epoch in self.epochs if len(epoch) > 2]
 
     @property
     def steady_epoch_s(self) -> float | None:
         """Median over the epochs after the first (which carries one-off warm-up), or the first alone."""
-        durations = self.epoch_s
-        return statistics.median(durations[1:] if len(durations) > 1 else durations) if durations else None
+        return steady(self.epoch_s)
+
+    @property
+    def steady_epoch_cpu_s(self) -> float | None:
+        return steady(self.epoch_cpu_s) if len(self.epoch_cpu_s) == len(self.epochs) else None
+
+
+def steady(durations: list[float]) -> float | None:
+    return statistics.median(durations[1:] if len(durations) > 1 else durations) if durations else None
 
 
 def run_process(command: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> ProcessRun:
@@ -193,7 +205,7 @@ def reported(run: ProcessRun, output: str) -> ProcessRun:
 
 
 LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[cnn_zoo\.progress\]\[INFO\] - (.*)$")
-EPOCH_LINE = re.compile(r"^epoch \d+/\d+ (\d+(?:\.\d+)?)s\b")
+EPOCH_LINE = re.compile(r"^epoch \d+/\d+ (\d+(?:\.\d+)?)s(?: cpu=(\d+(?:\.\d+)?)s)?")
 
 
 def zoo_stamps(run: ProcessRun, train_log: Path, metrics_file: Path) -> ProcessRun:
@@ -207,7 +219,8 @@ def zoo_stamps(run: ProcessRun, train_log: Path, metrics_file: Path) -> ProcessR
         if message.startswith("first training step") and run.first_step is None:
             run.first_step = stamp
         elif epoch := EPOCH_LINE.match(message):
-            run.epochs.append([stamp - float(epoch.group(1)), stamp])
+            cpu = [float(epoch.group(2))] if epoch.group(2) else []
+            run.epochs.append([stamp - float(epoch.group(1)), stamp, *cpu])
     if metrics_file.is_file():
         run.test_acc = json.loads(metrics_file.read_text()).get("test/acc")
     return run
