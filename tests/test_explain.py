@@ -289,3 +289,16 @@ def test_a_real_telemetry_window_is_prepared_exactly_as_the_datamodule_prepares_
     sample = view.load(root / "C-1_test.csv", 1, start=piece.first_line - 2 + 1)[0]
     assert torch.allclose(sample.x[0], torch.from_numpy(piece.x[1:33].T.copy()), atol=1e-5)
     assert sample.label == int(piece.y[32])
+
+
+def test_the_default_layer_is_the_last_convolution_block_output() -> None:
+    from torch import nn
+
+    from cnn_zoo.models.small_cnn import SmallCNN
+    from cnn_zoo.models.transfer import TransferNet
+
+    name, layer = find_layer(SmallCNN(3, 1, (64, 64), (8, 16), batch_norm=True), None)  # Conv-BN-ReLU blocks
+    assert name == "features.6" and isinstance(layer, nn.ReLU)  # conv 0, bn, relu, pool, conv 4, bn, relu 6
+    resnet = TransferNet(arch="resnet18", weights=None, input_size=[32, 32])
+    name, layer = find_layer(resnet, None)  # inside a residual block: the convolution itself
+    assert name == "backbone.layer4.1.conv2" and isinstance(layer, nn.Conv2d)

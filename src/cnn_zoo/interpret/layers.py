@@ -17,13 +17,33 @@ def conv_layers(net: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in net.named_modules() if isinstance(module, CONVOLUTIONS)}
 
 
+ACTIVATIONS = (nn.ReLU, nn.GELU, nn.ELU, nn.Tanh, nn.LeakyReLU, nn.SiLU)
+
+
+def last_conv_output(net: nn.Module, convs: dict[str, nn.Module]) -> tuple[str, nn.Module]:
+    """The last convolution's block output: the activation that follows it in the same container (Conv-BN-ReLU,
+    as a Keras Conv2D(activation="relu") layer outputs), else the convolution itself (e.g. inside a ResNet block)."""
+    name, conv = next(reversed(convs.items()))
+    parent_name, _, child = name.rpartition(".")
+    parent = dict(net.named_modules())[parent_name]
+    siblings = list(parent.named_children())
+    position = [n for n, _ in siblings].index(child)
+    for sibling, module in siblings[position + 1 :]:
+        if isinstance(module, CONVOLUTIONS):
+            break
+        if isinstance(module, ACTIVATIONS):
+            return f"{parent_name}.{sibling}" if parent_name else sibling, module
+    return name, conv
+
+
 def find_layer(net: nn.Module, name: str | None) -> tuple[str, nn.Module]:
-    """`name` (any module), or the last convolution: Grad-CAM's usual layer (the most semantic, still spatial)."""
+    """`name` (any module), or the last convolution's output: Grad-CAM's usual layer (the most semantic, still
+    spatial)."""
     convs = conv_layers(net)
     if name is None or name == "":
         if not convs:
             raise CnnZooError(f"{type(net).__name__} has no convolution to explain")
-        return next(reversed(convs.items()))
+        return last_conv_output(net, convs)
     modules = dict(net.named_modules())
     if str(name) not in modules:
         raise CnnZooError(f"layer={name!r} is not a layer of {type(net).__name__}; convolutions: {list(convs)}")
