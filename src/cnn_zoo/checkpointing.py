@@ -2,7 +2,8 @@
 
 `LatestCheckpoint` (`conf/callbacks/last_checkpoint.yaml`) writes `last.ckpt` at the end of every epoch and,
 optionally, every N training steps. Lightning's own `save_last` only refreshes it when a top-k checkpoint is saved,
-so after epochs that did not improve the monitored metric it lags behind, and a resumed run would redo them.
+so after epochs that did not improve the monitored metric it lags behind, and a resumed run would redo them (the
+monitoring callback keeps `save_last: true`, so its `last_model_path` still names the file; both write the same state).
 
 `AtomicCheckpointIO` (a Lightning CheckpointIO plugin, `conf/trainer/default.yaml`) writes each checkpoint to a
 temporary file in the same folder, fsyncs it and renames it over the target: a process killed during a save
