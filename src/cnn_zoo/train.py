@@ -40,7 +40,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    model = build_classifier(cfg, datamodule.facts)
+    model = build_classifier(cfg, datamodule.spec)
     trainer = build_trainer(cfg, extra_callbacks)
     if trainer.is_global_zero:
         write_json(cfg.paths.output_dir, "data.json", datamodule.facts)
