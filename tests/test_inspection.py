@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from cnn_zoo.data.spec import DataSpec, ImagePreprocessing, TextPreprocessing
 from cnn_zoo.inspection import (
     AugmentationPreview,
     ConfusionMatrixImage,
@@ -75,8 +76,13 @@ def fake_trainer(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(is_global_zero=True, loggers=[logger], global_step=3, ckpt_path=None, logger=logger)
 
 
-def fake_module(**facts) -> SimpleNamespace:
-    return SimpleNamespace(hparams={"data": facts}, device=torch.device("cpu"))
+def fake_module(kind: str = "image", class_names: tuple[str, ...] = ("neg", "pos"), vocab: tuple[str, ...] = (),
+                **_: object) -> SimpleNamespace:
+    """A module whose checkpointed data is a real `DataSpec` (4x4 RGB images, or 5-token texts over `vocab`)."""
+    prep = ImagePreprocessing(size=(4, 4)) if kind == "image" else TextPreprocessing(vocab=tuple(vocab), max_len=5)
+    shape, dtype = ((3, 4, 4), "float32") if kind == "image" else ((5,), "int64")
+    spec = DataSpec(kind=kind, class_names=tuple(class_names), input_shape=shape, input_dtype=dtype, preprocessing=prep)
+    return SimpleNamespace(hparams={"data": spec.to_dict()}, device=torch.device("cpu"))
 
 
 def test_binary_confusion_matrix_counts_thresholded_probabilities(tmp_path: Path) -> None:
@@ -168,9 +174,11 @@ def test_augmentation_preview_ignores_non_image_batches(tmp_path: Path) -> None:
 
 def test_helpers_undo_normalisation_and_flatten_configs() -> None:
     facts = {"mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 1.0]}
+    prep = ImagePreprocessing(size=(4, 4), normalization="imagenet", mean=tuple(facts["mean"]), std=tuple(facts["std"]))
+    spec = DataSpec("image", ("a", "b"), input_shape=(3, 4, 4), input_dtype="float32", preprocessing=prep)
     original = torch.rand(2, 3, 4, 4)
     normalised = (original - torch.tensor(facts["mean"]).view(1, 3, 1, 1)) / torch.tensor(facts["std"]).view(1, 3, 1, 1)
-    assert torch.allclose(displayable(normalised, facts), original, atol=1e-6)
+    assert torch.allclose(displayable(normalised, spec.to_dict()), original, atol=1e-6)
     assert predictions(torch.tensor([0.2, 0.7])).tolist() == [0, 1]
     assert predictions(torch.tensor([[0.1, 0.7, 0.2]])).tolist() == [1]
     assert flatten({"optimizer": {"lr": 1e-3, "betas": [0.9, 0.99]}, "seed": 1}) == {

@@ -1,8 +1,8 @@
-"""The one adapter between the interpretation tools and a checkpoint's data facts.
+"""The one adapter between the interpretation tools and a checkpoint's data spec.
 
 Everything `explain`, the top-loss grids and the renderers need to know of the data (its kind, class names,
 how a raw image / review / CSV becomes the network's input, how an input is shown back) is read here and
-nowhere else, so a change of the facts' shape (a typed data spec) is one module to re-point.
+nowhere else: the checkpoint's `DataSpec` and its preprocessing object, as `predict` and `export` use them.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cnn_zoo.data.telemetry import read_table, window_starts, with_differences
-from cnn_zoo.data.text import encode_texts, tokenize
-from cnn_zoo.data.transforms import IMAGE_EXTENSIONS, eval_transform, is_image_file
+from cnn_zoo.data.csv_table import CsvFormat, read_table
+from cnn_zoo.data.spec import DataSpec
+from cnn_zoo.data.text import tokenize
+from cnn_zoo.data.transforms import IMAGE_EXTENSIONS, is_image_file
+from cnn_zoo.data.windows import window_starts, with_differences
 from cnn_zoo.errors import CnnZooError
 
 KINDS = ("image", "text", "sequence")
@@ -43,10 +45,11 @@ class Sample:
 
 
 class DataView:
-    """What a checkpoint's facts say about its inputs: kind, classes, preprocessing and display."""
+    """What a checkpoint's data spec says about its inputs: kind, classes, preprocessing and display."""
 
-    def __init__(self, facts: dict[str, Any]) -> None:
-        self.facts = dict(facts or {})
+    def __init__(self, data: dict[str, Any] | DataSpec) -> None:
+        self.spec = data if isinstance(data, DataSpec) else DataSpec.from_dict(data or {})
+        self.facts = self.spec.facts()  # the flat view: mean/std, vocabulary, feature names, window
         self.kind = str(self.facts.get("kind", "image"))
         count = int(self.facts.get("num_classes", len(self.facts.get("class_names", [])) or 2))
         self.class_names = [str(n) for n in self.facts.get("class_names", range(count))]
@@ -96,7 +99,7 @@ class DataView:
         return found
 
     def image_sample(self, path: Path) -> Sample:
-        transform = eval_transform(self.facts)
+        transform = self.spec.preprocessing.transform()
         try:
             array = transform.decode(path)
         except (OSError, ValueError) as err:
@@ -111,7 +114,7 @@ class DataView:
             raise CnnZooError(f"cannot read review {path} as UTF-8 text: {err}") from err
         if not tokenize(text):
             raise CnnZooError(f"{path} holds no words to classify")
-        ids = torch.from_numpy(encode_texts([text], self.facts)).long()
+        ids = torch.from_numpy(self.spec.preprocessing.encode([text])).long()
         return Sample(path.stem, str(path), ids, tokens=self.words(ids[0]))
 
     def words(self, ids: Tensor) -> list[str]:
@@ -124,7 +127,9 @@ class DataView:
         """One window (or row) of `path`, standardised with the training statistics and built as in training."""
         names = list(self.facts["feature_names"])
         raw = [n for n in names if not n.startswith("diff_")]
-        features, _, segment = read_table(path, self.facts.get("label_column"))
+        reading = dict(self.facts.get("reading") or {})
+        reading.setdefault("label_column", self.facts.get("label_column"))
+        features, _, segment = read_table(path, CsvFormat.from_config(**reading), self.class_names)
         if features != raw:
             raise CnnZooError(f"{path} has columns {features}; this checkpoint was trained on {raw} (same order)")
         x = with_differences(segment.x) if len(names) > len(raw) else segment.x
