@@ -122,7 +122,7 @@ CASES = {
     "precision_unknown": Case("train", lambda r: ["trainer.precision=fp12"], "trainer.precision"),
     "accumulate_float": Case("train", lambda r: ["trainer.accumulate_grad_batches=1.5"], "trainer.accumulate_grad"),
     "batch_size_zero": Case("train", lambda r: ["data.batch_size=0"], "data.batch_size"),
-    "normalize_unknown": Case("train", lambda r: ["data.normalize=zscore"], "data.normalize"),
+    "normalize_unknown": Case("train", lambda r: ["data.normalization=zscore"], "data.normalization"),
     "class_weights_bad": Case("train", lambda r: ["model.class_weights=heavy"], "model.class_weights"),
     "lr_not_a_number": Case("train", lambda r: ["optimizer.lr=fast", "trainer.max_epochs=1"], "optimizer"),
     # checkpoints given to train and to evaluate
@@ -162,7 +162,10 @@ CASES = {
     "csv_ragged_rows": Case("train", csv("ragged.csv"), "ragged.csv"),
     "csv_binary_bytes": Case("train", csv("binary.csv"), "binary.csv"),
     "csv_float_labels": Case("train", csv("float_labels.csv"), "float_labels.csv"),
-    "csv_semicolons": Case("train", csv("semicolons.csv"), "semicolons.csv"),
+    # semicolons are sniffed (tests/test_files_users_bring.py); a wrong explicit delimiter leaves one column
+    "csv_wrong_delimiter": Case(
+        "train", lambda r: [*csv("semicolons.csv")(r), "data.delimiter='|'"], "semicolons.csv"
+    ),
     "csv_no_rows": Case("train", csv("no_rows.csv"), "no_rows.csv"),
     "csv_missing": Case("train", csv("missing.csv"), "missing.csv"),
 }

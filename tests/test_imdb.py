@@ -187,7 +187,7 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, tmp_path: 
     data = make_imdb_archive(tmp_path / "data").parent
     cfg = compose_cfg(
         "data=imdb", f"paths.data_dir={data}", "data.max_len=40", "data.val_size=20", "data.batch_size=16",
-        "data.num_words=200", *TINY_MODEL, *FAST, "trainer.max_epochs=6", "optimizer.lr=1e-2", "logger=none",
+        "data.num_words=200", *TINY_MODEL, *FAST, "trainer.max_epochs=10", "optimizer.lr=1e-2", "logger=none",
     )  # fmt: skip
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)

@@ -354,7 +354,7 @@ def test_progress_is_one_log_line_per_stage_without_a_terminal(tmp_path: Path, c
     datamodule.setup("fit")
     lines = [r.getMessage() for r in caplog.records if r.name == "cnn_zoo.progress"]
     assert len(lines) == 2 and lines[0].startswith("decoding train images: 6 files in ")
-    assert "%" not in capsys.readouterr().err  # no bar drawn when stderr is not a terminal
+    assert "%|" not in capsys.readouterr().err  # no tqdm bar drawn when stderr is not a terminal
 
 
 # ---------------------------------------------------------------------- mnist and imdb through the same command
