@@ -7,13 +7,17 @@ own reporting of failed jobs) and prints the error as `error: ...` with exit sta
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import hydra
 from hydra.errors import CompactHydraException, MissingConfigException
+from omegaconf import DictConfig
 
+from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.errors import CnnZooError, user_errors
 
 
@@ -46,3 +50,23 @@ def hydra_command(run: Callable[[], Any]) -> Any:
             raise CnnZooError(f"bad command line: {one_line(err)}") from None
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def entry_point(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
+    """The `main()` of a `cnn-zoo-<name>` command running `task` on `conf/<config_name>.yaml`.
+
+    A user's mistake, in the values (`CnnZooError`) or on the command line (Hydra), is one `error:` line with
+    exit status 2; Hydra names the job after `task`'s module (`functools.wraps`), so logs stay `<name>.log`.
+    """
+
+    @functools.wraps(task)
+    def guarded(cfg: DictConfig) -> Any:
+        with user_errors():
+            return task(cfg)
+
+    run = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(guarded)
+
+    def main() -> Any:
+        return hydra_command(run)
+
+    return main

@@ -15,14 +15,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnn_zoo.config import CONFIG_DIR, to_plain
-from cnn_zoo.errors import user_errors
+from cnn_zoo.cli import entry_point
+from cnn_zoo.config import to_plain
 from cnn_zoo.inference import datamodule_for, inference_trainer, load_classifier
 from cnn_zoo.inspection import TopLosses
 from cnn_zoo.pipeline import scalar_metrics, write_json
@@ -99,10 +98,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        evaluate(cfg)
+main = entry_point(evaluate, "evaluate")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import lightning as L
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from cnn_zoo.classifier import Classifier
-from cnn_zoo.config import CONFIG_DIR
-from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.cli import entry_point
+from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import load_classifier
 from cnn_zoo.interpret import render
 from cnn_zoo.interpret.activations import activations
@@ -159,10 +158,7 @@ def explain(cfg: DictConfig) -> Path:
     return index
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="explain")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        explain(cfg)
+main = entry_point(explain, "explain")
 
 
 if __name__ == "__main__":

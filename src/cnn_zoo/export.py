@@ -14,14 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from cnn_zoo.config import CONFIG_DIR
+from cnn_zoo.cli import entry_point
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import load_classifier
 from cnn_zoo.models.interfaces import ExportableNet
 
@@ -150,10 +149,7 @@ def export(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        export(cfg)
+main = entry_point(export, "export")
 
 
 if __name__ == "__main__":

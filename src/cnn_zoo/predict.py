@@ -15,16 +15,16 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-import hydra
 import lightning as L
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from cnn_zoo.config import CONFIG_DIR, to_plain
+from cnn_zoo.cli import entry_point
+from cnn_zoo.config import to_plain
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import load_classifier
 from cnn_zoo.inputs import Unreadable, batches
 from cnn_zoo.options import check_model_options
@@ -135,10 +135,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     return table
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        predict(cfg)
+main = entry_point(predict, "predict")
 
 
 if __name__ == "__main__":
