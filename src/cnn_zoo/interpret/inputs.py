@@ -16,11 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cnn_zoo.data.csv_table import CsvFormat, read_table
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.text import tokenize
-from cnn_zoo.data.transforms import IMAGE_EXTENSIONS, is_image_file
-from cnn_zoo.data.windows import window_starts, with_differences
 from cnn_zoo.errors import CnnZooError
 
 KINDS = ("image", "text", "sequence")
@@ -74,6 +71,8 @@ class DataView:
         if not path.exists():
             raise CnnZooError(f"input not found: {path}; pass input=<{WHAT.get(self.kind, 'file')}>")
         if self.kind == "image":
+            from cnn_zoo.data.transforms import IMAGE_EXTENSIONS, is_image_file  # albumentations: images only
+
             return [self.image_sample(p) for p in self.files(path, is_image_file, IMAGE_EXTENSIONS)[:limit]]
         if self.kind == "text":
             reviews = self.files(path, lambda p: p.suffix.lower() == ".txt", (".txt",))
@@ -125,6 +124,9 @@ class DataView:
 
     def sequence_samples(self, path: Path, start: int | None) -> list[Sample]:
         """One window (or row) of `path`, standardised with the training statistics and built as in training."""
+        from cnn_zoo.data.csv_table import CsvFormat, read_table  # pandas: sequences only
+        from cnn_zoo.data.windows import window_starts, with_differences
+
         names = list(self.facts["feature_names"])
         raw = [n for n in names if not n.startswith("diff_")]
         reading = dict(self.facts.get("reading") or {})
