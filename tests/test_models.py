@@ -71,3 +71,43 @@ def test_unknown_network_is_a_user_error() -> None:
 def test_bad_network_value_is_a_user_error() -> None:
     with pytest.raises(CnnZooError, match="activation must be one of"):
         build_net({"_target_": "cnn_zoo.models.lenet.LeNet", "activation_name": "swishy"}, MNIST_FACTS)
+
+
+@pytest.mark.parametrize(("activation_name", "batch_norm"), [("relu", False), ("relu", True), ("elu", False)])
+def test_pooling_before_a_monotone_activation_is_the_same_network(activation_name: str, batch_norm: bool) -> None:
+    """SmallCNN pools before a monotone activation: values, gradients and parameter names as Conv-act-Pool."""
+    from torch import nn
+
+    from cnn_zoo.models.small_cnn import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN(filters=(8, 16, 16), dense=(32,), activation_name=activation_name, batch_norm=batch_norm)
+    swapped = list(net.features)
+    reference = list(swapped)
+    for i, module in enumerate(swapped[:-1]):
+        if isinstance(module, nn.MaxPool2d):  # the course's order: the activation, then the pooling
+            reference[i], reference[i + 1] = swapped[i + 1], module
+    assert reference != swapped
+    x = torch.randn(4, 1, 28, 28)
+    outputs, grads = [], []
+    for layers in (swapped, reference):
+        net.features = nn.Sequential(*layers)
+        net.zero_grad()
+        out = net(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    # checkpoints of the earlier Conv-act-Pool order load unchanged: the same parameter names
+    convs = [0, 4, 8] if batch_norm else [0, 3, 6]
+    assert [i for i, m in enumerate(net.features) if isinstance(m, nn.Conv2d)] == convs
+
+
+def test_a_non_monotone_activation_keeps_the_courses_order() -> None:
+    from torch import nn
+
+    from cnn_zoo.models.small_cnn import SmallCNN
+
+    kinds = [type(m) for m in SmallCNN(filters=(8, 16), activation_name="gelu").features]
+    assert kinds == [nn.Conv2d, nn.GELU, nn.MaxPool2d, nn.Conv2d, nn.GELU]
