@@ -79,10 +79,19 @@ class ZooDataModule(L.LightningDataModule):
         seed = torch.initial_seed()
         batched = tensor_batches(dataset)  # in-memory tensors: one indexing per batch, not per sample
         source = batched if batched is not None else dataset
+        sampler = EpochRandomSampler(source, seed) if shuffle else None
+        trainer = self.trainer
+        if sampler is not None and trainer is not None and sampler.num_replicas != trainer.world_size:
+            # Lightning keeps a DistributedSampler as it is: one made before the process group would serve every
+            # rank the whole epoch
+            raise RuntimeError(
+                f"the training loader was built for {sampler.num_replicas} process(es) but the trainer runs "
+                f"{trainer.world_size}: build it once the process group exists (in train_dataloader())"
+            )
         return DataLoader(
             source,
             batch_size=self.batch_size,
-            sampler=EpochRandomSampler(source, seed) if shuffle else None,
+            sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
