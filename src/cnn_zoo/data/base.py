@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cnn_zoo.data.batches import stacked, tensor_batches
-from cnn_zoo.data.sampling import EpochRandomSampler
+from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 
@@ -88,7 +88,7 @@ class ZooDataModule(L.LightningDataModule):
                 f"the training loader was built for {sampler.num_replicas} process(es) but the trainer runs "
                 f"{trainer.world_size}: build it once the process group exists (in train_dataloader())"
             )
-        return DataLoader(
+        return (EpochLoader if shuffle else DataLoader)(
             source,
             batch_size=self.batch_size,
             sampler=sampler,

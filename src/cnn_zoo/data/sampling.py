@@ -11,6 +11,12 @@ It is a `DistributedSampler`: with a process group (DDP) it serves this rank's s
 in its place, so a mid-epoch resume under DDP skips the batches each rank has seen too. Without a process group
 it is the one replica of that scheme: no padding, the permutation itself, `len(dataset)` samples.
 
+The sampler must be asked for an epoch's order only once that epoch's `set_epoch` (and a resume's `skip_next`)
+has happened. Lightning makes the training loader's first iterator before either (in `FitLoop.setup_data`, before
+`on_train_start`); a single-process iterator asks the sampler at its first batch, but one with worker processes
+asks at once, to prefetch. `EpochLoader` therefore hands out iterators that start the DataLoader's own at their
+first batch: the same moment with and without workers.
+
 Random augmentation draws from the augmentation library's own generators, which live in each DataLoader worker
 (a copy per worker) and restart with every process. A dataset that is a `SeededSamples` is therefore indexed
 with `(index, sample_seed)` pairs instead, `sample_seed = sample_seeds(seed, epoch, n)[index]`, and draws that
@@ -19,13 +25,13 @@ sample's randomness from that seed alone: the same augmented images whatever `nu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 
 class SeededSamples:
@@ -87,3 +93,30 @@ class EpochRandomSampler(DistributedSampler):
             return
         seeds = sample_seeds(self.seed, self.epoch, len(self.dataset)).tolist()  # type: ignore[arg-type]
         yield from ((index, seeds[index]) for index in indices)
+
+
+class FirstBatchIterator:
+    """An iterator that makes the real one (`start()`) at the first `next()`, not when it is created."""
+
+    def __init__(self, start: Callable[[], Iterator[Any]], length: int) -> None:
+        self.start = start
+        self.length = length
+        self.iterator: Iterator[Any] | None = None
+
+    def __iter__(self) -> FirstBatchIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self.iterator is None:
+            self.iterator = self.start()
+        return next(self.iterator)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader whose iterator asks the sampler for the order at the first batch, with or without workers."""
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return FirstBatchIterator(super().__iter__, len(self))
