@@ -3,9 +3,11 @@
 Two halves, so a small dataset can be decoded once and cached:
 - `decode_image`: file -> RGB (or grayscale) uint8 array at the model's input size;
 - `build_transform`: the per-sample albumentations pipeline (training augmentation, then normalisation, then a
-  CHW tensor); called with a seed (`ImageTransform(array, seed)`), its random draws depend on that seed only, which
-  the training sampler derives from (run seed, epoch, sample index): see `cnn_zoo.data.sampling`. The evaluation pipeline is built from the data facts alone (`eval_transform`), so `predict` uses
+  CHW tensor). The evaluation pipeline is built from the data facts alone (`eval_transform`), so `predict` uses
   exactly the code path of the datamodule's validation and test sets.
+
+Called with a seed (`ImageTransform(array, seed)`), the pipeline's random draws depend on that seed only; the
+training sampler derives it from (run seed, epoch, sample index), see `cnn_zoo.data.sampling`.
 """
 
 from __future__ import annotations
