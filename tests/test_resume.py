@@ -12,11 +12,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DistributedSampler
 
 from cnn_zoo.checkpointing import AtomicCheckpointIO, write_atomic
+from cnn_zoo.config import to_plain
+from cnn_zoo.data.image_folder import ImageFolderDataModule
+from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler, SeededSamples
 from tests.fixtures import make_image_folder
 from tests.fixtures_resume import KILL_AT_STEP
 from tests.fixtures_transfer import TINY
@@ -50,12 +56,14 @@ def final_state(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     return state, json.loads((run / "metrics.json").read_text())
 
 
-def kill_and_resume(data_dir: Path, tmp_path: Path, args: list[str], kill_at: int) -> tuple[Path, Path]:
-    """The uninterrupted run and the killed-then-resumed one, each in its own folder."""
+def kill_and_resume(
+    data_dir: Path, tmp_path: Path, args: list[str], kill_at: int, killed_args: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """The uninterrupted run and the killed-then-resumed one (`killed_args` on top), each in its own folder."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     result = cli(data_dir, *args, f"hydra.run.dir={whole}")
     assert result.returncode == 0, result.stderr[-3000:]
-    result = cli(data_dir, *args, f"hydra.run.dir={killed}", kill_at=kill_at)
+    result = cli(data_dir, *args, *killed_args, f"hydra.run.dir={killed}", kill_at=kill_at)
     assert result.returncode == -9, result.stderr[-3000:]  # SIGKILL: no cleanup, no final checkpoint
     assert not (killed / "metrics.json").exists()
     result = cli(data_dir, f"resume={killed}")
@@ -120,10 +128,106 @@ def test_fine_tuning_resumes_exactly_across_its_phase_change(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_ddp_run_resumes_exactly(mnist_root: Path, tmp_path: Path) -> None:
-    args = [*MNIST, *QUIET, "trainer=ddp_cpu", "trainer.max_epochs=2", "logger=none"]
-    # two processes: 4 steps per epoch each; both kill themselves at step 5, in epoch 1
-    whole, killed = kill_and_resume(mnist_root, tmp_path, args, kill_at=5)
+    every = "callbacks.last_checkpoint.every_n_train_steps=3"
+    args = [*MNIST, *QUIET, "trainer=ddp_cpu", "trainer.max_epochs=2", "logger=none", every]
+    # two processes, 120 images each: 4 steps per epoch (the last of 24); both kill themselves at step 3. The
+    # resumed ranks skip their first 3 batches, train the short fourth, end epoch 0 and train epoch 1 whole.
+    whole, killed = kill_and_resume(mnist_root, tmp_path, args, kill_at=3)
     assert_same_run(whole, killed)
+    log = (killed / "train.log").read_text()
+    assert "resuming mid-epoch 0 after its first 3 batches" in log and "cannot skip" not in log
+
+
+def test_sampler_shuffles_by_seed_and_epoch_and_shares_the_epoch_between_ranks() -> None:
+    n = 83
+    single = EpochRandomSampler(range(n), seed=7)
+    for epoch in range(3):
+        single.set_epoch(epoch)
+        assert list(single) == torch.randperm(n, generator=torch.Generator().manual_seed(7 + epoch)).tolist()
+        assert len(single) == n  # one process: neither padded nor cut
+    ranks = [EpochRandomSampler(range(n), seed=7, num_replicas=2, rank=r) for r in (0, 1)]
+    for sampler in ranks:
+        sampler.set_epoch(1)
+    shares = [list(sampler) for sampler in ranks]
+    assert isinstance(ranks[0], DistributedSampler) and [len(s) for s in ranks] == [42, 42]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(8)).tolist()
+    assert shares[0] == order[0::2] and shares[1] == (order + order[:1])[1::2]  # padded with the first index
+    ranks[1].skip_next(32)  # samples of this rank
+    assert list(ranks[1]) == shares[1][32:] and list(ranks[1]) == shares[1]  # the skip lasts one iteration
+
+
+def test_training_loader_asks_for_the_order_at_the_first_batch_even_with_workers() -> None:
+    data = list(range(12))
+    sampler = EpochRandomSampler(data, seed=5)
+    batches = iter(EpochLoader(data, batch_size=4, sampler=sampler, num_workers=2))
+    sampler.set_epoch(3)  # Lightning makes the iterator first, then sets the epoch; a resume then skips
+    sampler.skip_next(4)
+    expected = torch.randperm(12, generator=torch.Generator().manual_seed(8))[4:].tolist()
+    assert torch.cat(list(batches)).tolist() == expected
+
+
+class Seeded(SeededSamples):
+    def __len__(self) -> int:
+        return 10
+
+
+def test_sampler_gives_seeded_datasets_a_seed_per_seed_epoch_and_sample() -> None:
+    sampler = EpochRandomSampler(Seeded(), seed=3)
+    pairs = list(sampler)
+    assert sorted(i for i, _ in pairs) == list(range(10))
+    seeds = dict(pairs)
+    sampler.skip_next(4)
+    assert list(sampler) == pairs[4:]
+    rank = EpochRandomSampler(Seeded(), seed=3, num_replicas=2, rank=1)
+    assert all(seeds[i] == s for i, s in rank)  # a sample's seed does not depend on which rank draws it
+    sampler.set_epoch(1)
+    assert dict(sampler) != seeds  # nor repeat in the next epoch
+    assert all(isinstance(i, int) for i in EpochRandomSampler(list(range(10)), seed=3))  # others: plain indices
+
+
+def test_augmentation_of_a_sample_is_a_function_of_its_seed(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=4, odd_files=False)
+    augmentation = to_plain(OmegaConf.load(ROOT / "conf" / "augmentation" / "flip_rotate_zoom.yaml"))
+    dm = ImageFolderDataModule(data_dir=str(root.parent), folder=root.name, image_size=32, num_workers=0,
+                               augmentation=augmentation)  # fmt: skip
+    dm.setup("fit")
+    train = dm.train_set
+    assert isinstance(train, SeededSamples) and train.wants_sample_seeds and not dm.val_set.wants_sample_seeds
+    first = train[(2, 1234)][0]
+    train[(5, 99)], train[3]  # other draws in between (another sample, an unseeded one) change nothing
+    assert torch.equal(train[(2, 1234)][0], first)
+    assert not all(torch.equal(train[(2, seed)][0], first) for seed in range(1, 5))
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, EpochRandomSampler) and loader.sampler.seeded
+    dm.trainer = SimpleNamespace(world_size=2)  # DDP, but no process group yet: the loader would not be sharded
+    with pytest.raises(RuntimeError, match="built for 1 process"):
+        dm.train_dataloader()
+
+
+def test_augmented_run_is_the_same_with_any_worker_count_and_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
+    pets = make_image_folder(tmp_path / "data" / "pets", layout="folders", per_class=8, odd_files=False)
+    args = [
+        "data=catsdogs",
+        f"data.folder={pets.name}",
+        "data.image_size=32",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "augmentation=flip_rotate_zoom",
+        "model=small_cnn",
+        "model.net.filters=[4,8]",
+        "logger=none",
+        "callbacks.early_stopping=null",
+        "callbacks.confusion_matrix=null",
+        "callbacks.misclassified=null",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+        "trainer.max_epochs=3",
+        *QUIET,
+    ]
+    # 16 training images: 4 steps per epoch. The uninterrupted run has no workers; the killed run (and so its
+    # resumption) has two, killed at step 7: it resumes after the step-6 checkpoint, mid-epoch 1, then trains epoch 2
+    whole, killed = kill_and_resume(pets.parent, tmp_path, args, kill_at=7, killed_args=("data.num_workers=2",))
+    assert_same_run(whole, killed)
+    assert "resuming mid-epoch 1 after its first 2 batches" in (killed / "train.log").read_text()
 
 
 def test_failed_checkpoint_write_leaves_the_previous_one_loadable(tmp_path: Path, monkeypatch) -> None:

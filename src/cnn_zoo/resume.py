@@ -5,9 +5,11 @@ resumed run shuffles and drops out differently from the run it continues. `Exact
 `conf/callbacks/exact_resume.yaml`) stores the Python, NumPy, torch CPU and CUDA states of every rank and the
 number of batches already trained in the current epoch; on resume it restores them when training starts, and a
 mid-epoch checkpoint (`callbacks.last_checkpoint.every_n_train_steps`) makes the training sampler skip the
-batches already seen. The data order itself is a function of (seed, epoch) (`cnn_zoo.data.sampling`), and
-DataLoader iterators draw from their own generator, so nothing else moves the global random state between the
-checkpoint and the next batch: with `trainer.deterministic=true`, the resumed run equals the uninterrupted one.
+batches already seen, on every rank under DDP too (the sampler is the `DistributedSampler` Lightning keeps). The
+data order itself is a function of (seed, epoch), and a random augmentation's draws for a sample a function of
+(seed, epoch, sample index) (`cnn_zoo.data.sampling`), whatever the number of DataLoader workers; DataLoader
+iterators draw from their own generator, so nothing else moves the global random state between the checkpoint
+and the next batch: with `trainer.deterministic=true`, the resumed run equals the uninterrupted one.
 
 Everything is stored as plain values and tensors: checkpoints keep loading with `torch.load(weights_only=True)`.
 """
@@ -22,6 +24,8 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed
+
+from cnn_zoo.data.sampling import EpochRandomSampler
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +127,7 @@ class ExactResume(L.Callback):
         """A mid-epoch checkpoint: the epoch goes on with the batches after the `seen` ones, in the same order."""
         samplers = train_samplers(trainer)
         batch_size = getattr(trainer.train_dataloader, "batch_size", None)
-        if batch_size and samplers and all(hasattr(s, "skip_next") for s in samplers):
+        if batch_size and samplers and all(isinstance(s, EpochRandomSampler) for s in samplers):
             for sampler in samplers:
                 sampler.skip_next(seen * batch_size)
             log.info("resuming mid-epoch %d after its first %d batches", trainer.current_epoch, seen)

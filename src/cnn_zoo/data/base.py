@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cnn_zoo.data.batches import stacked, tensor_batches
-from cnn_zoo.data.sampling import EpochRandomSampler
+from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 
@@ -79,10 +79,19 @@ class ZooDataModule(L.LightningDataModule):
         seed = torch.initial_seed()
         batched = tensor_batches(dataset)  # in-memory tensors: one indexing per batch, not per sample
         source = batched if batched is not None else dataset
-        return DataLoader(
+        sampler = EpochRandomSampler(source, seed) if shuffle else None
+        trainer = self.trainer
+        if sampler is not None and trainer is not None and sampler.num_replicas != trainer.world_size:
+            # Lightning keeps a DistributedSampler as it is: one made before the process group would serve every
+            # rank the whole epoch
+            raise RuntimeError(
+                f"the training loader was built for {sampler.num_replicas} process(es) but the trainer runs "
+                f"{trainer.world_size}: build it once the process group exists (in train_dataloader())"
+            )
+        return (EpochLoader if shuffle else DataLoader)(
             source,
             batch_size=self.batch_size,
-            sampler=EpochRandomSampler(source, seed) if shuffle else None,
+            sampler=sampler,
             generator=torch.Generator().manual_seed(seed),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule, renamed, require_fraction, resolve_dir
+from cnn_zoo.data.sampling import SeededSamples
 from cnn_zoo.data.spec import DataSpec, DataStats, ImagePreprocessing
 from cnn_zoo.data.transforms import (
     COLOR_MODES,
@@ -118,8 +119,12 @@ def scan(
     return good, outputs, bad
 
 
-class ImageFiles(Dataset):
-    """(image tensor, class index) pairs; images come from the cache or are decoded on access."""
+class ImageFiles(SeededSamples, Dataset):
+    """(image tensor, class index) pairs; images come from the cache or are decoded on access.
+
+    Indexed with `(index, sample_seed)` (the training sampler, when the transform augments), the augmentation of
+    that sample is drawn from `sample_seed` alone; with a plain index, from the pipeline's running generators.
+    """
 
     def __init__(self, samples: Samples, transform: ImageTransform, cache: np.ndarray | None = None) -> None:
         self.samples = samples
@@ -146,8 +151,13 @@ class ImageFiles(Dataset):
                 log.warning("skipping unreadable image %s (%s)", self.samples[candidate][0], err)
         raise CnnZooError("no image of this split can be decoded")
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.image(index)), self.samples[index][1]
+    @property
+    def wants_sample_seeds(self) -> bool:
+        return self.transform.random
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = index if isinstance(index, tuple) else (index, None)
+        return self.transform(self.image(index), seed), self.samples[index][1]
 
 
 class ImageFolderDataModule(ZooDataModule):

@@ -5,11 +5,15 @@ Two halves, so a small dataset can be decoded once and cached:
 - `build_transform`: the per-sample albumentations pipeline (training augmentation, then normalisation, then a
   CHW tensor). The evaluation pipeline is built from the data facts alone (`eval_transform`), so `predict` uses
   exactly the code path of the datamodule's validation and test sets.
+
+Called with a seed (`ImageTransform(array, seed)`), the pipeline's random draws depend on that seed only; the
+training sampler derives it from (run seed, epoch, sample index), see `cnn_zoo.data.sampling`.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +126,21 @@ class ImageTransform:
     def __init__(self, preprocessing: Any, augment: list[A.BasicTransform] = ()) -> None:
         self.size = image_size_pair(list(preprocessing.size))
         self.channels = preprocessing.channels
+        self.random = bool(augment)  # whether the pipeline draws random numbers at all
         self.pipeline = build_transform(list(preprocessing.mean), list(preprocessing.std), augment)
 
     def decode(self, path: str | Path) -> np.ndarray:
         return decode_image(path, self.size, self.channels)
 
-    def __call__(self, array: np.ndarray) -> Any:
+    def __call__(self, array: np.ndarray, seed: int | None = None) -> Any:
+        """The pipeline on `array`; with `seed`, its random draws are a function of that seed alone.
+
+        One NumPy and one Python generator, seeded with `seed`, are shared by the whole pipeline
+        (`set_random_state`): albumentations' `set_random_seed` would give every transform its own generator
+        with the same seed, so their draws (each one's `random() < p` first of all) would be the same numbers.
+        """
+        if seed is not None and self.random:
+            self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
         return self.pipeline(image=array)["image"]
 
 
