@@ -145,7 +145,7 @@ def test_classifier_builds_from_plain_config(compose_cfg, mnist_root: Path) -> N
 @pytest.mark.real_data
 def test_lenet_one_epoch_on_real_mnist(compose_cfg) -> None:
     root = require_real("MNIST", "raw").parents[1]
-    # 150 of the epoch's 430 batches (19,200 real digits) take LeNet to 95.9% on the 10,000 test ones (a full epoch: 98%)
+    # 150 of the 430 batches of an epoch (19,200 digits) take LeNet to 95.9% test accuracy (a whole epoch: 98%)
     cfg = compose_cfg(
         f"paths.data_dir={root}", "data.download=false", *FAST, "trainer.max_epochs=1", "logger=none",
         "trainer.limit_train_batches=150",
