@@ -111,3 +111,19 @@ def test_a_non_monotone_activation_keeps_the_courses_order() -> None:
 
     kinds = [type(m) for m in SmallCNN(filters=(8, 16), activation_name="gelu").features]
     assert kinds == [nn.Conv2d, nn.GELU, nn.MaxPool2d, nn.Conv2d, nn.GELU]
+
+
+def test_max_pooling_moves_before_a_monotone_activation_only() -> None:
+    from torch import nn
+
+    from cnn_zoo.models.layers import activation_and_pool
+
+    x = torch.randn(3, 4, 50, requires_grad=True)
+    pooled_first = nn.Sequential(*activation_and_pool(nn.ReLU(), nn.MaxPool1d(5)))
+    assert [type(m) for m in pooled_first] == [nn.MaxPool1d, nn.ReLU]
+    reference = nn.Sequential(nn.ReLU(), nn.MaxPool1d(5))
+    (a,) = torch.autograd.grad(pooled_first(x).sum(), x)
+    (b,) = torch.autograd.grad(reference(x).sum(), x)
+    assert torch.equal(pooled_first(x), reference(x)) and torch.equal(a, b)
+    assert [type(m) for m in activation_and_pool(nn.ReLU(), nn.AvgPool2d(2))] == [nn.ReLU, nn.AvgPool2d]
+    assert [type(m) for m in activation_and_pool(nn.GELU(), nn.MaxPool1d(2))] == [nn.GELU, nn.MaxPool1d]

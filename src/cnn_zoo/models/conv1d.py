@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnn_zoo.errors import CnnZooError
-from cnn_zoo.models.layers import activation, dense_stack
+from cnn_zoo.models.layers import activation, activation_and_pool, dense_stack
 
 
 class LastStep(nn.Module):
@@ -75,6 +75,8 @@ def embedding_dropout_layer(rate: float, mode: str) -> nn.Module:
 class Conv1DNet(nn.Module):
     """Conv1D stack: [Embedding] - (Conv1D - act - MaxPool1D) x (n-1) - Conv1D - act - global pool - Dense.
 
+    (A monotone activation runs after the max pooling: the same network, see `layers.activation_and_pool`.)
+
     Token ids of shape (N, L) when `embedding_dim` is set (`vocab_size` comes from the data), else float inputs
     of shape (N, in_channels, L) (`in_channels` comes from the data). `input_shape` (a data fact) is only used
     to check at build time that the sequence survives the convolutions and poolings.
@@ -123,9 +125,9 @@ class Conv1DNet(nn.Module):
         first_channels = channels
         layers: list[nn.Module] = []
         for index, (width, kernel) in enumerate(zip(filters, kernels, strict=True)):
-            layers += [*conv_layer(channels, width, kernel, padding), activation(activation_name)]
-            if index < len(filters) - 1 and int(pool_size) > 1:
-                layers.append(nn.MaxPool1d(int(pool_size)))
+            pool = nn.MaxPool1d(int(pool_size)) if index < len(filters) - 1 and int(pool_size) > 1 else None
+            layers += [*conv_layer(channels, width, kernel, padding)]
+            layers += activation_and_pool(activation(activation_name), pool)
             channels = width
         self.features = nn.Sequential(*layers)
         self.pool = GLOBAL_POOLS[global_pool](1) if global_pool in ("max", "avg") else GLOBAL_POOLS[global_pool]()

@@ -16,6 +16,20 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+# non-decreasing activations: act(max(x)) == max(act(x)), values and gradients alike
+MONOTONE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
+
+
+def activation_and_pool(act: nn.Module, pool: nn.Module | None) -> list[nn.Module]:
+    """`[act, pool]` as the notes write it, or `[pool, act]` when max pooling commutes with `act`: the same
+    network (values, gradients, parameter names) with the activation computed on 1/k of the values."""
+    if pool is None:
+        return [act]
+    if isinstance(pool, nn.MaxPool1d | nn.MaxPool2d) and isinstance(act, MONOTONE):
+        return [pool, act]
+    return [act, pool]
+
+
 @torch.no_grad()
 def flat_size(features: nn.Module, in_channels: int, input_size: list[int] | tuple[int, ...]) -> int:
     """Feature count after `features` for one input: the Flatten-Dense boundary, without LazyLinear."""
