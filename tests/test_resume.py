@@ -99,17 +99,17 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(
     assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
-def pets_run(pets: Path, *extra: str) -> list[str]:
-    """A 3-epoch run on a tiny cats/dogs folder, 32 px, no workers, without the callbacks that only draw."""
+def pets_run(tmp_path: Path, *extra: str) -> tuple[Path, list[str]]:
+    """A tiny cats/dogs folder (its data root) and a 3-epoch run on it: 32 px, no workers, no drawing callbacks."""
+    pets = make_image_folder(tmp_path / "data" / "pets", layout="folders", per_class=8, odd_files=False)
     common = ["data=catsdogs", f"data.folder={pets.name}", "data.image_size=32", "data.num_workers=0", "logger=none"]
     drawn = ["callbacks.early_stopping=null", "callbacks.confusion_matrix=null", "callbacks.misclassified=null"]
-    return [*common, *extra, *drawn, "trainer.max_epochs=3", *QUIET]
+    return pets.parent, [*common, *extra, *drawn, "trainer.max_epochs=3", *QUIET]
 
 
 def test_fine_tuning_resumes_exactly_across_its_phase_change(tmp_path: Path) -> None:
-    pets = make_image_folder(tmp_path / "data" / "pets", layout="folders", per_class=8, odd_files=False)
-    args = pets_run(
-        pets,
+    data_dir, args = pets_run(
+        tmp_path,
         "data.batch_size=8",
         "data.normalization=imagenet",
         "model=resnet50_finetune",
@@ -119,7 +119,7 @@ def test_fine_tuning_resumes_exactly_across_its_phase_change(tmp_path: Path) -> 
         "callbacks.augmentation_preview=null",
     )
     # 2 steps per epoch; killed in epoch 1 (the first unfrozen one): resumes from the frozen epoch's checkpoint
-    whole, killed = kill_and_resume(pets.parent, tmp_path, args, kill_at=3)
+    whole, killed = kill_and_resume(data_dir, tmp_path, args, kill_at=3)
     assert_same_run(whole, killed)
     assert "fine-tuning" in (killed / "train.log").read_text()
 
@@ -203,9 +203,8 @@ def test_augmentation_of_a_sample_is_a_function_of_its_seed(tmp_path: Path) -> N
 
 
 def test_augmented_run_is_the_same_with_any_worker_count_and_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
-    pets = make_image_folder(tmp_path / "data" / "pets", layout="folders", per_class=8, odd_files=False)
-    args = pets_run(
-        pets,
+    data_dir, args = pets_run(
+        tmp_path,
         "data.batch_size=4",
         "augmentation=flip_rotate_zoom",
         "model=small_cnn",
@@ -214,7 +213,7 @@ def test_augmented_run_is_the_same_with_any_worker_count_and_resumes_mid_epoch_e
     )
     # 16 training images: 4 steps per epoch. The uninterrupted run has no workers; the killed run (and so its
     # resumption) has two, killed at step 7: it resumes after the step-6 checkpoint, mid-epoch 1, then trains epoch 2
-    whole, killed = kill_and_resume(pets.parent, tmp_path, args, kill_at=7, killed_args=("data.num_workers=2",))
+    whole, killed = kill_and_resume(data_dir, tmp_path, args, kill_at=7, killed_args=("data.num_workers=2",))
     assert_same_run(whole, killed)
     assert "resuming mid-epoch 1 after its first 2 batches" in (killed / "train.log").read_text()
 
