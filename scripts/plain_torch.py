@@ -4,7 +4,8 @@
 
 Composes the same config as `python -m cnn_zoo.train <overrides>` and builds the same datamodule, network and
 optimizer, then trains with nothing else: no Lightning, callbacks, logger or metrics objects; float32 unless
-`--bf16` (autocast, with channels_last for images). Validates every epoch and tests at the end, as train does.
+`--bf16` (autocast, with channels_last for images); in the config's `model.channels_last` layout. Validates
+every epoch and tests at the end, as train does.
 Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end and CPU seconds), accuracies.
 """
 
@@ -70,7 +71,8 @@ def main() -> None:
     binary = int(facts["num_classes"]) == 2
     net = build_net(to_plain(cfg.model.net), facts).to(device)
     image = facts.get("kind") == "image"
-    if args.bf16 and image:
+    channels_last = image and (args.bf16 or bool(cfg.model.get("channels_last", False)))  # as train lays it out
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = hydra.utils.instantiate(cfg.optimizer)([p for p in net.parameters() if p.requires_grad])
 
@@ -86,7 +88,7 @@ def main() -> None:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if stamps["first_step"] is None:
                 stamps["first_step"] = time.time()
-            if args.bf16 and image:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast():
                 loss, _ = loss_and_hits(net, x, y, binary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,6 +72,9 @@ def test_fast_auto_follows_the_detected_hardware(monkeypatch: pytest.MonkeyPatch
     assert performance.fast_channels_last("auto", "cpu") is True
     monkeypatch.setattr(performance, "cpu_flags", lambda: {"avx2"})
     assert performance.fast_precision("auto", "cpu") == "32-true"
+    assert performance.fast_channels_last("auto", "cpu") is True  # NHWC is faster on CPU in float32 too
+    assert performance.fast_channels_last("false", "gpu") is False  # on GPUs it goes with 16-bit precision
+    assert performance.fast_channels_last("true", "gpu") is True
     assert performance.fast_precision(True, "cpu") == "bf16-mixed"
     assert performance.fast_precision("false", "cpu") == "32-true"
     with pytest.raises(CnnZooError, match="fast must be one of auto, true, false"):
@@ -80,11 +84,51 @@ def test_fast_auto_follows_the_detected_hardware(monkeypatch: pytest.MonkeyPatch
 def test_the_fast_switch_sets_precision_and_memory_layout_in_the_config(compose_cfg) -> None:
     fast = compose_cfg("fast=true", "trainer.accelerator=cpu")
     assert fast.trainer.precision == "bf16-mixed" and fast.model.channels_last is True
-    plain = compose_cfg("fast=false", "model=small_cnn", "data=catsdogs")
-    assert plain.trainer.precision == "32-true" and plain.model.channels_last is False
+    plain = compose_cfg("fast=false", "model=small_cnn", "data=catsdogs", "trainer.accelerator=cpu")
+    assert plain.trainer.precision == "32-true" and plain.model.channels_last is True
+    gpu = compose_cfg("fast=false", "model=small_cnn", "data=catsdogs", "trainer.accelerator=gpu")
+    assert gpu.trainer.precision == "32-true" and gpu.model.channels_last is False
     explicit = compose_cfg("fast=true", "trainer.precision=32-true", "model.channels_last=false")
     assert explicit.trainer.precision == "32-true" and explicit.model.channels_last is False
     assert compose_cfg(config_name="evaluate").trainer.precision == "32-true"  # evaluation stays exact
+
+
+def write_cpu_times(path: Path, idle: int, total: int) -> None:
+    busy = total - idle
+    path.write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 {busy} 0 0 {idle} 0 0 0 0 0 0\n")
+
+
+def test_idle_share_is_read_from_two_samples_of_proc_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "stat"
+    write_cpu_times(stat, idle=1000, total=2000)
+    monkeypatch.setattr(performance.time, "sleep", lambda _: write_cpu_times(stat, idle=1015, total=2020))
+    assert performance.idle_share(stat) == pytest.approx(0.75)
+    assert performance.idle_share(tmp_path / "absent") is None
+
+
+def test_openmp_threads_spin_briefly_on_idle_cores_and_sleep_on_busy_ones() -> None:
+    idle = performance.openmp_settings({}, idle=0.97)
+    assert idle.settings == {"GOMP_SPINCOUNT": "10000"} and "97% of the cores idle" in str(idle)
+    busy = performance.openmp_settings({}, idle=0.4)
+    assert busy.settings == {"OMP_WAIT_POLICY": "PASSIVE"} and "sleep while waiting" in str(busy)
+    assert performance.openmp_settings({}, idle=None).settings == {}
+    mine = performance.openmp_settings({"OMP_WAIT_POLICY": "ACTIVE"}, idle=0.97)
+    assert mine.settings == {} and str(mine) == "OpenMP waiting: left as they were (set by you)"
+
+
+def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
+    code = "import os, cnn_zoo; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in performance.OPENMP_SETTINGS}
+    mine = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert mine.stdout.split() == ["ACTIVE", "None"]
+    chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert chosen.stdout.split() in (["None", "10000"], ["PASSIVE", "None"])
 
 
 def test_epoch_line_names_the_epoch_its_duration_and_epoch_values() -> None:

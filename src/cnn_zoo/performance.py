@@ -1,4 +1,5 @@
-"""The fast path's one switch, `fast=auto|true|false`: bf16 autocast + channels_last where the hardware has bf16.
+"""The fast path's one switch, `fast=auto|true|false`: bf16 autocast + channels_last where the hardware has bf16;
+and how OpenMP threads wait, chosen at import.
 
 `auto` (the default) turns it on only where bf16 matrix units exist, detected rather than assumed: a CUDA GPU
 that supports bf16, or a CPU with AVX512-BF16 or AMX (oneDNN runs bf16 convolutions natively there, 2-4x faster
@@ -9,22 +10,76 @@ slower than float32) it stays float32. Resolved when the config is, so the run f
 from __future__ import annotations
 
 import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cnn_zoo.errors import CnnZooError
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 SWITCH = ("auto", "true", "false")
-# OpenMP threads that spin while they wait take the CPU from the threads doing the work whenever the cores are
-# shared (a Python thread, a DataLoader worker, another process): 100 MNIST steps took 102 s instead of 15-22 s
-# with 2 spinning threads on a busy 2-core host. Passive waiting keeps the time steady. The user's setting wins.
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# How OpenMP threads wait between kernels decides a small network's speed on a few cores. Measured on 2 cores
+# (mnist_cnn training step, 2026-12-01): spinning briefly, 20-22 ms a step; sleeping (passive), 29-31 ms. With
+# another process busy on one core the order flips: passive 29-34 ms, spinning 44-100 ms (and 102 s for 100 steps
+# on a loaded host). So the threads spin briefly when the cores are idle at start, and sleep otherwise.
+SPIN_WHEN_IDLE = {"GOMP_SPINCOUNT": "10000"}  # libgomp's default is 300,000: long enough to starve a neighbour
+SLEEP_WHEN_BUSY = {"OMP_WAIT_POLICY": "PASSIVE"}
+IDLE_CORES_NEEDED = 0.8  # the share of the machine's cores idle at start for spinning to pay
+
+
+@dataclass(frozen=True)
+class OpenMPChoice:
+    """What `set_openmp_defaults` chose and why, for the run's log."""
+
+    settings: dict[str, str]
+    reason: str
+
+    def __str__(self) -> str:
+        shown = " ".join(f"{name}={value}" for name, value in self.settings.items()) or "left as they were"
+        return f"OpenMP waiting: {shown} ({self.reason})"
+
+
+openmp_choice = OpenMPChoice({}, "not chosen: torch was imported before cnn_zoo")
+
+
+def idle_share(stat: Path = Path("/proc/stat"), interval_s: float = 0.1) -> float | None:
+    """The share of all cores idle over `interval_s` (Linux /proc/stat); None where it cannot be read."""
+
+    def idle_and_total() -> tuple[int, int]:
+        fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
+
+    try:
+        idle0, total0 = idle_and_total()
+        time.sleep(interval_s)
+        idle1, total1 = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (idle1 - idle0) / (total1 - total0) if total1 > total0 else None
+
+
+def openmp_settings(environ: Mapping[str, str], idle: float | None) -> OpenMPChoice:
+    """The OpenMP wait settings to add to `environ`: none where the user set one, else by the idle share."""
+    if any(name in environ for name in OPENMP_SETTINGS):
+        return OpenMPChoice({}, "set by you")
+    if idle is None:
+        return OpenMPChoice({}, "OpenMP's defaults: the CPU load is not readable here")
+    if idle >= IDLE_CORES_NEEDED:
+        return OpenMPChoice(dict(SPIN_WHEN_IDLE), f"{idle:.0%} of the cores idle at start: spin briefly")
+    return OpenMPChoice(dict(SLEEP_WHEN_BUSY), f"only {idle:.0%} of the cores idle at start: sleep while waiting")
 
 
 def set_openmp_defaults() -> None:
-    """Set `OPENMP_DEFAULTS` where unset; only effective before torch is imported (OpenMP reads them at load)."""
-    for name, value in OPENMP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    """Choose how OpenMP threads wait, before torch loads (OpenMP reads its settings then); the user's win."""
+    global openmp_choice
+    if "torch" in sys.modules:
+        return
+    user_set = any(name in os.environ for name in OPENMP_SETTINGS)
+    openmp_choice = openmp_settings(os.environ, None if user_set else idle_share())
+    os.environ.update(openmp_choice.settings)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -81,8 +136,14 @@ def fast_precision(fast: str | bool, accelerator: str = "auto") -> str:
 
 
 def fast_channels_last(fast: str | bool, accelerator: str = "auto") -> bool:
-    """`model.channels_last` for image models: NHWC pays off with bf16 only (no gain in float32 on CPU)."""
-    return fast_enabled(fast, accelerator)
+    """`model.channels_last` for image models: on CPU always, on a GPU with the fast path.
+
+    oneDNN's NHWC kernels are faster in float32 too (2 AVX2 cores, training step: mnist_cnn 20-22 ms against
+    31-46 ms, the cats/dogs small CNN 1.43 s against 1.94 s, LeNet 77-88 ms against 88-101 ms); on GPUs NHWC
+    pays with 16-bit tensor cores.
+    """
+    enabled = fast_enabled(fast, accelerator)  # checks the value
+    return enabled or not uses_cuda(str(accelerator))
 
 
 def register_resolvers() -> None:

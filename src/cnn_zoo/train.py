@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from cnn_zoo import performance
 from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
@@ -37,6 +38,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
 
     check_trainer_config(cfg.trainer)
+    log.info("%s", performance.openmp_choice)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
