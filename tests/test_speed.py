@@ -114,11 +114,14 @@ def test_openmp_threads_spin_briefly_on_idle_cores_and_sleep_on_busy_ones() -> N
     assert performance.openmp_settings({}, idle=None).settings == {}
     mine = performance.openmp_settings({"OMP_WAIT_POLICY": "ACTIVE"}, idle=0.97)
     assert mine.settings == {} and str(mine) == "OpenMP waiting: left as they were (set by you)"
+    parent = performance.openmp_settings({"CNN_ZOO_OPENMP_CHOICE": "GOMP_SPINCOUNT=10000 (idle)"}, idle=0.1)
+    assert parent.settings == {} and "the parent process chose GOMP_SPINCOUNT=10000 (idle)" in str(parent)
 
 
 def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
     code = "import os, cnn_zoo; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
-    env = {k: v for k, v in os.environ.items() if k not in performance.OPENMP_SETTINGS}
+    unset = (*performance.OPENMP_SETTINGS, performance.CHOICE_VARIABLE)
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     mine = subprocess.run(
         [sys.executable, "-c", code],
         env={**env, "OMP_WAIT_POLICY": "ACTIVE"},

@@ -27,6 +27,7 @@ OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # on a loaded host). So the threads spin briefly when the cores are idle at start, and sleep otherwise.
 SPIN_WHEN_IDLE = {"GOMP_SPINCOUNT": "10000"}  # libgomp's default is 300,000: long enough to starve a neighbour
 SLEEP_WHEN_BUSY = {"OMP_WAIT_POLICY": "PASSIVE"}
+CHOICE_VARIABLE = "CNN_ZOO_OPENMP_CHOICE"  # child processes (DDP ranks, a benchmark's runs) keep the parent's choice
 IDLE_CORES_NEEDED = 0.8  # the share of the machine's cores idle at start for spinning to pay
 
 
@@ -62,7 +63,9 @@ def idle_share(stat: Path = Path("/proc/stat"), interval_s: float = 0.1) -> floa
 
 
 def openmp_settings(environ: Mapping[str, str], idle: float | None) -> OpenMPChoice:
-    """The OpenMP wait settings to add to `environ`: none where the user set one, else by the idle share."""
+    """The OpenMP wait settings to add to `environ`: none where the user or a parent process set them."""
+    if CHOICE_VARIABLE in environ:
+        return OpenMPChoice({}, f"the parent process chose {environ[CHOICE_VARIABLE]}")
     if any(name in environ for name in OPENMP_SETTINGS):
         return OpenMPChoice({}, "set by you")
     if idle is None:
@@ -77,9 +80,11 @@ def set_openmp_defaults() -> None:
     global openmp_choice
     if "torch" in sys.modules:
         return
-    user_set = any(name in os.environ for name in OPENMP_SETTINGS)
-    openmp_choice = openmp_settings(os.environ, None if user_set else idle_share())
-    os.environ.update(openmp_choice.settings)
+    chosen = CHOICE_VARIABLE in os.environ or any(name in os.environ for name in OPENMP_SETTINGS)
+    openmp_choice = openmp_settings(os.environ, None if chosen else idle_share())
+    if openmp_choice.settings:
+        os.environ.update(openmp_choice.settings)
+        os.environ[CHOICE_VARIABLE] = str(openmp_choice).removeprefix("OpenMP waiting: ")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
