@@ -157,6 +157,7 @@ def test_a_run_off_a_terminal_logs_one_line_per_epoch_that_the_bench_reads(mnist
     assert [line.split(" - ")[1].split()[:2] for line in epochs] == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert all("train/loss=" in line and "val/acc=" in line for line in epochs)
     assert "it/s" not in log.read_text() and "Trainable params" in log.read_text()  # a summary, no progress bar
+    assert any("OpenMP waiting: " in line for line in lines)  # how the threads wait, and why, is in the log
     zoo_stamps(run, run_dir / "train.log", run_dir / "metrics.json")
     assert len(run.epochs) == 2 and all(end > start and cpu > 0 for start, end, cpu in run.epochs)
     assert run.steady_epoch_cpu_s == run.epochs[1][2] and run.steady_epoch_s == run.epochs[1][1] - run.epochs[1][0]
