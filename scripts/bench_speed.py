@@ -10,7 +10,8 @@ for `--rounds` rounds, on the same data, network, optimizer, batch size and epoc
 
 - `zoo`: `python -m cnn_zoo.train` with its defaults (callbacks, TensorBoard, checkpoints, test of the best
   checkpoint; `fast=auto`); `zoo_32`: the same with `fast=false` (float32); `zoo_fast`: `fast=true`.
-- `plain`: scripts/plain_torch.py, the same datamodule, network and optimizer in a bare float32 loop.
+- `plain`: scripts/plain_torch.py, the same datamodule, network and optimizer in a bare float32 loop;
+  `plain_fast`: the same loop under bf16 autocast (`--bf16`), the reference for the fast path's overhead.
 - `keras`: scripts/keras_course/*.py, the notes' Keras code, with `--keras-python` (default: this interpreter
   when it can import tensorflow; skipped with a note otherwise; `pip install -e '.[bench]'`).
 
@@ -74,7 +75,7 @@ COURSES = {
     ),
     "conv1d_text": Course(("data=imdb", "model=conv1d_text", "optimizer=adam"), ("imdb.py",), 20000, "reviews"),
 }
-WAYS = ("zoo", "zoo_32", "zoo_fast", "plain", "keras")
+WAYS = ("zoo", "zoo_32", "zoo_fast", "plain", "plain_fast", "keras")
 ZOO_SWITCH = {"zoo": [], "zoo_32": ["fast=false"], "zoo_fast": ["fast=true"]}
 
 
@@ -104,9 +105,9 @@ def run_once(model: str, way: str, args: argparse.Namespace, folder: Path, keras
         ]  # fmt: skip
         run = run_process(command, log, child_env())
         return zoo_stamps(run, folder / "train.log", folder / "metrics.json")
-    if way == "plain":
+    if way.startswith("plain"):
         command = [sys.executable, str(ROOT / "scripts" / "plain_torch.py"), f"--epochs={args.epochs}"]
-        command += [*course.zoo, *args.overrides]
+        command += [*(["--bf16"] if way == "plain_fast" else []), *course.zoo, *args.overrides]
     else:
         command = [keras_python, str(KERAS_DIR / course.keras[0]), *course.keras[1:], f"--epochs={args.epochs}"]
         command += ["--data-dir", os.environ.get("CNN_ZOO_DATA_DIR", "data")]
@@ -142,6 +143,12 @@ def ratio(rows: dict[str, dict[str, Any]], a: str, b: str, column: str) -> str:
     return f"{x / y:.2f}" if x and y else "-"
 
 
+def points(rows: dict[str, dict[str, Any]], a: str, b: str) -> str:
+    """The difference of two ways' test accuracies in percentage points: a speed-up's cost, if any."""
+    x, y = rows.get(a, {}).get("test acc"), rows.get(b, {}).get("test acc")
+    return f"{100 * (x - y):+.2f}" if x is not None and y is not None else "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(COURSES), choices=list(COURSES))
@@ -152,7 +159,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("--keep-runs", action="store_true", help="keep every run folder (default: the last round's)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the cnn_zoo and plain runs")
-    parser.add_argument("--tables-from", type=Path, help="only rebuild the tables from an earlier speed.json's runs")
+    parser.add_argument(
+        "--tables-from", type=Path, nargs="+", help="only rebuild the tables from earlier speed.json files' runs"
+    )
     args = parser.parse_args()
     args.out = args.out.resolve()
     if args.tables_from:
@@ -195,6 +204,7 @@ def main() -> None:
 def table_rows(model: str, runs: dict[str, list[ProcessRun]], fast: bool) -> tuple[list[dict], dict[str, Any]]:
     rows = {way: summarise(model, way, way_runs) for way, way_runs in runs.items()}
     float32 = "zoo_32" if "zoo_32" in rows else ("zoo" if not fast else "")  # the defaults are float32 here
+    fast_way = "zoo_fast" if "zoo_fast" in rows else ("zoo" if fast else "")  # the defaults are the fast path here
     zoo = "zoo"
     ratios = {
         "model": model,
@@ -203,16 +213,23 @@ def table_rows(model: str, runs: dict[str, list[ProcessRun]], fast: bool) -> tup
         "float32 zoo/plain s/epoch (target <= 1.05)": ratio(rows, float32, "plain", "s/epoch"),
         "zoo/keras CPU s/epoch": ratio(rows, zoo, "keras", "CPU s/epoch"),
         "zoo/plain CPU s/epoch": ratio(rows, zoo, "plain", "CPU s/epoch"),
-        "keras/zoo_fast s/epoch (target >= 1.5)": ratio(rows, "keras", "zoo_fast", "s/epoch"),
+        "keras/zoo_fast s/epoch (target >= 1.5)": ratio(rows, "keras", fast_way, "s/epoch"),
+        "zoo_fast/plain_fast s/epoch": ratio(rows, fast_way, "plain_fast", "s/epoch"),
+        "zoo_fast - zoo_32 test acc (points)": points(rows, fast_way, float32),
         "zoo/keras whole (target <= 1.1, MNIST)": ratio(rows, zoo, "keras", "whole s"),
         "zoo start-up s (target <= 4, MNIST)": rows.get(zoo, {}).get("start-up s"),
     }
     return list(rows.values()), ratios
 
 
-def rebuild(source: Path, out: Path) -> None:
-    """The tables again from the raw runs of an earlier speed.json (e.g. after a change of the summary)."""
-    saved = json.loads(source.read_text())
+def rebuild(sources: list[Path], out: Path) -> None:
+    """The tables again from the raw runs of earlier speed.json files (after a change of the summary, or to join
+    benchmarks run separately, e.g. more rounds of the quick models than of the cats/dogs one)."""
+    saved: dict[str, list] = {"runs": [], "notes": []}
+    for source in sources:
+        content = json.loads(source.read_text())
+        saved["runs"] += content["runs"]
+        saved["notes"] += [f"{source.parent.name}: {note}" for note in content.get("notes", [])]
     by_model: dict[str, dict[str, list[ProcessRun]]] = {}
     fields = {f.name for f in dataclasses.fields(ProcessRun)}
     for raw in saved["runs"]:
@@ -223,7 +240,7 @@ def rebuild(source: Path, out: Path) -> None:
         rows, model_ratios = table_rows(model, runs, fast_enabled("auto", "auto"))
         summary += rows
         ratios.append(model_ratios)
-    write_tables(out, summary, ratios, saved["runs"], saved.get("notes", []))
+    write_tables(out, summary, ratios, saved["runs"], saved["notes"])
 
 
 def write_tables(out: Path, summary: list, ratios: list, raw: list, notes: list[str]) -> None:

@@ -155,7 +155,7 @@ def test_a_run_off_a_terminal_logs_one_line_per_epoch_that_the_bench_reads(mnist
     lines = (run_dir / "train.log").read_text().splitlines()
     epochs = [line for line in lines if "][cnn_zoo.training_progress][INFO] - epoch " in line]
     assert [line.split(" - ")[1].split()[:2] for line in epochs] == [["epoch", "1/2"], ["epoch", "2/2"]]
-    assert all("train/loss=" in line and "val/acc=" in line for line in epochs)
+    assert all("train/loss=" in line and "train/acc=" in line and "val/acc=" in line for line in epochs)
     assert "it/s" not in log.read_text() and "Trainable params" in log.read_text()  # a summary, no progress bar
     assert any("OpenMP waiting: " in line for line in lines)  # how the threads wait, and why, is in the log
     zoo_stamps(run, run_dir / "train.log", run_dir / "metrics.json")

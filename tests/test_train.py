@@ -78,10 +78,30 @@ def test_loss_goes_down_and_best_checkpoint_reproduces_test_metrics(
     assert raw["hyper_parameters"]["data"]["class_names"] == [str(d) for d in range(10)]
     model = Classifier.load_from_checkpoint(best)
     datamodule = build_datamodule(cfg)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(  # the run's precision: bf16 on a CPU with bf16 units (`fast=auto`)
+        accelerator="cpu", precision=cfg.trainer.precision, logger=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
     (reloaded,) = trainer.test(model, datamodule=datamodule)
     assert reloaded["test/acc"] == pytest.approx(metrics["test/acc"])
     assert reloaded["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
+
+
+def test_each_epochs_training_metrics_are_that_epochs_predictions(compose_cfg, mnist_root: Path) -> None:
+    """Training accuracy is logged once an epoch, from the epoch's own predictions (lr=0: the same every epoch)."""
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "model=lenet", "optimizer.lr=0", "logger=csv", "fast=false"))
+    train(cfg)
+    rows = [line.split(",") for line in (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    accs = [float(row[header.index("train/acc_epoch")]) for row in rows if row[header.index("train/acc_epoch")]]
+    assert "train/acc_step" not in header and "train/f1_epoch" in header
+    L.seed_everything(cfg.seed)  # as train() does: the initial weights, which lr=0 keeps
+    datamodule = build_datamodule(cfg)
+    model = build_classifier(cfg, datamodule.spec)
+    with torch.no_grad():
+        hits = sum(int((model(x).argmax(1) == y).sum()) for x, y in datamodule.train_dataloader())
+    expected = hits / len(datamodule.train_dataloader().dataset)
+    assert len(accs) == 2 and accs == pytest.approx([expected, expected], abs=1e-6)
 
 
 def test_resume_continues_from_the_checkpoint_epoch(compose_cfg, mnist_root: Path, tmp_path: Path) -> None:

@@ -40,14 +40,21 @@ def epoch_line(epoch: int, max_epochs: int, seconds: float, cpu_seconds: float, 
 
 
 class EpochLog(L.Callback):
-    """Logs when the first training step starts and one line per finished epoch (its validation included)."""
+    """Logs when the first training step starts and one line per finished epoch (its validation included).
+
+    An epoch's line is written once the epoch is complete: Lightning runs the LightningModule's
+    `on_train_epoch_end` (where the classifier logs the epoch's training metrics) and the checkpoint callbacks
+    after this callback's, so the line comes at the next epoch's start, or at the end of training.
+    """
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.cpu_start = time.process_time()
         self.first_step_logged = False
+        self.finished_epoch: int | None = None  # ended, its line not yet written
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write_finished_epoch(trainer)
         self.start = time.perf_counter()
         self.cpu_start = time.process_time()
 
@@ -58,5 +65,17 @@ class EpochLog(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
-            seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
-            log.info(epoch_line(trainer.current_epoch + 1, trainer.max_epochs, seconds, cpu, trainer.callback_metrics))
+            self.finished_epoch = trainer.current_epoch + 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write_finished_epoch(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.write_finished_epoch(trainer)
+
+    def write_finished_epoch(self, trainer: L.Trainer) -> None:
+        if self.finished_epoch is None:
+            return
+        seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
+        log.info(epoch_line(self.finished_epoch, trainer.max_epochs, seconds, cpu, trainer.callback_metrics))
+        self.finished_epoch = None
