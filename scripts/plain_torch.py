@@ -4,7 +4,8 @@
 
 Composes the same config as `python -m cnn_zoo.train <overrides>` and builds the same datamodule, network and
 optimizer, then trains with nothing else: no Lightning, callbacks, logger or metrics objects; float32 unless
-`--bf16` (autocast, with channels_last for images); in the config's `model.channels_last` layout. Validates
+`--bf16` (autocast, with channels_last for images); in the config's `model.channels_last` layout, with its
+`flush_denormal` (the CPU math settings train uses: what is left to compare is the framework). Validates
 every epoch and tests at the end, as train does.
 Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end and CPU seconds), accuracies.
 """
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnn_zoo import performance
 from cnn_zoo.config import to_plain
 from cnn_zoo.models import build_net
 
@@ -60,6 +62,7 @@ def main() -> None:
     from cnn_zoo.config import compose_train_config
 
     cfg = compose_train_config(args.overrides, tempfile.mkdtemp(prefix="plain_torch_"))
+    print(performance.flush_denormals(bool(cfg.get("flush_denormal", True))), flush=True)  # the same math as train
     torch.manual_seed(int(cfg.seed))
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()

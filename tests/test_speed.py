@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from cnn_zoo import performance
 from cnn_zoo.benchmark import ProcessRun, reported, run_process, zoo_stamps
 from cnn_zoo.data.batches import TensorBatches, stacked, tensor_batches
 from cnn_zoo.errors import CnnZooError
-from cnn_zoo.training_progress import epoch_line, progress_bar
+from cnn_zoo.training_progress import EpochLog, epoch_line, progress_bar
 
 
 def batches(loader: DataLoader) -> list[list[torch.Tensor]]:
@@ -90,7 +92,10 @@ def test_the_fast_switch_sets_precision_and_memory_layout_in_the_config(compose_
     assert gpu.trainer.precision == "32-true" and gpu.model.channels_last is False
     explicit = compose_cfg("fast=true", "trainer.precision=32-true", "model.channels_last=false")
     assert explicit.trainer.precision == "32-true" and explicit.model.channels_last is False
-    assert compose_cfg(config_name="evaluate").trainer.precision == "32-true"  # evaluation stays exact
+    # evaluate takes train's precision, so a checkpoint's evaluation repeats its training run's test figures
+    assert compose_cfg("fast=true", config_name="evaluate").trainer.precision == "bf16-mixed"
+    assert compose_cfg("fast=false", config_name="evaluate").trainer.precision == "32-true"
+    assert compose_cfg(config_name="evaluate").fast == compose_cfg().fast == "auto"
 
 
 def write_cpu_times(path: Path, idle: int, total: int) -> None:
@@ -134,9 +139,49 @@ def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
     assert chosen.stdout.split() in (["None", "10000"], ["PASSIVE", "None"])
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_denormals_are_flushed_in_every_thread_that_starts_afterwards(enabled: bool) -> None:
+    """Denormal inputs count as zero (DAZ) in the OpenMP threads too, when set before torch's first parallel op."""
+    code = (
+        "from cnn_zoo import performance; import torch; torch.set_num_threads(2)\n"
+        f"print(performance.flush_denormals({enabled}))\n"
+        "x = torch.full((4_000_000,), 1e-39)\n"  # large enough for every thread to take a share
+        "print(float((x * 3.0).sum()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    if enabled:
+        assert out == ["denormal floats: flushed to zero (FTZ/DAZ)", "0.0"]
+    else:
+        assert out[0] == "denormal floats: kept (flush_denormal=false)" and float(out[1]) > 1e-32
+
+
 def test_epoch_line_names_the_epoch_its_duration_and_epoch_values() -> None:
     metrics = {"train/loss_step": 9.0, "train/loss_epoch": torch.tensor(0.25), "val/acc": 0.9861, "test/acc": 1.0}
     assert epoch_line(2, 10, 12.345, 20.1, metrics) == "epoch 2/10 12.35s cpu=20.10s train/loss=0.2500 val/acc=0.9861"
+
+
+def test_an_epochs_line_waits_for_the_modules_epoch_end_and_survives_a_crash(caplog) -> None:
+    """Lightning runs the module's on_train_epoch_end (the training metrics) after the callbacks': the line comes
+    at the next epoch's start, at the end of training, or when training fails."""
+    metrics: dict[str, float] = {"val/acc": 0.5}
+    trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, current_epoch=0, max_epochs=3,
+                              callback_metrics=metrics)  # fmt: skip
+    epoch_log = EpochLog()
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+
+    with caplog.at_level(logging.INFO, logger="cnn_zoo.training_progress"):
+        epoch_log.on_train_epoch_end(trainer, None)
+        assert lines() == []
+        metrics["train/acc"] = 0.25  # what the module logs after the callbacks' hook
+        epoch_log.on_train_epoch_start(trainer, None)
+        trainer.current_epoch = 1
+        epoch_log.on_train_epoch_end(trainer, None)
+        epoch_log.on_exception(trainer, None, RuntimeError("disk full"))
+        epoch_log.on_train_end(trainer, None)  # nothing pending any more: no third line
+    assert [line.split()[:2] for line in lines()] == [["epoch", "1/3"], ["epoch", "2/3"]]
+    assert all("train/acc=0.2500" in line and "val/acc=0.5000" in line for line in lines())
 
 
 def test_progress_bar_is_disabled_off_a_terminal_unless_forced() -> None:
@@ -158,6 +203,7 @@ def test_a_run_off_a_terminal_logs_one_line_per_epoch_that_the_bench_reads(mnist
     assert all("train/loss=" in line and "train/acc=" in line and "val/acc=" in line for line in epochs)
     assert "it/s" not in log.read_text() and "Trainable params" in log.read_text()  # a summary, no progress bar
     assert any("OpenMP waiting: " in line for line in lines)  # how the threads wait, and why, is in the log
+    assert any("denormal floats: flushed to zero" in line for line in lines)
     zoo_stamps(run, run_dir / "train.log", run_dir / "metrics.json")
     assert len(run.epochs) == 2 and all(end > start and cpu > 0 for start, end, cpu in run.epochs)
     assert run.steady_epoch_cpu_s == run.epochs[1][2] and run.steady_epoch_s == run.epochs[1][1] - run.epochs[1][0]
