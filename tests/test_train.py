@@ -88,20 +88,32 @@ def test_loss_goes_down_and_best_checkpoint_reproduces_test_metrics(
 
 
 def test_each_epochs_training_metrics_are_that_epochs_predictions(compose_cfg, mnist_root: Path) -> None:
-    """Training accuracy is logged once an epoch, from the epoch's own predictions (lr=0: the same every epoch)."""
-    cfg = compose_cfg(*mnist_overrides(mnist_root, "model=lenet", "optimizer.lr=0", "logger=csv", "fast=false"))
+    """Training loss and accuracy are logged once an epoch, from the epoch's own batches (lr=0: the same every
+    epoch); the step loss only at the steps the logger writes (`log_every_n_steps`)."""
+    overrides = ("model=lenet", "optimizer.lr=0", "logger=csv", "fast=false", "trainer.log_every_n_steps=3")
+    cfg = compose_cfg(*mnist_overrides(mnist_root, *overrides))
     train(cfg)
     rows = [line.split(",") for line in (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()]
     header, rows = rows[0], rows[1:]
-    accs = [float(row[header.index("train/acc_epoch")]) for row in rows if row[header.index("train/acc_epoch")]]
+
+    def column(name: str) -> list[tuple[int, float]]:
+        at = header.index(name)
+        return [(int(row[header.index("step")]), float(row[at])) for row in rows if row[at]]
+
     assert "train/acc_step" not in header and "train/f1_epoch" in header
     L.seed_everything(cfg.seed)  # as train() does: the initial weights, which lr=0 keeps
     datamodule = build_datamodule(cfg)
     model = build_classifier(cfg, datamodule.spec)
+    loader = datamodule.train_dataloader()
     with torch.no_grad():
-        hits = sum(int((model(x).argmax(1) == y).sum()) for x, y in datamodule.train_dataloader())
-    expected = hits / len(datamodule.train_dataloader().dataset)
-    assert len(accs) == 2 and accs == pytest.approx([expected, expected], abs=1e-6)
+        batches = [(model(x), y) for x, y in loader]
+    samples = len(loader.dataset)
+    expected_acc = sum(int((logits.argmax(1) == y).sum()) for logits, y in batches) / samples
+    expected_loss = sum(float(model.loss(logits, y)) * len(y) for logits, y in batches) / samples  # a sample mean
+    assert [acc for _, acc in column("train/acc_epoch")] == pytest.approx([expected_acc] * 2, abs=1e-6)
+    assert [loss for _, loss in column("train/loss_epoch")] == pytest.approx([expected_loss] * 2, rel=1e-5)
+    steps = 2 * len(batches)
+    assert [step for step, _ in column("train/loss_step")] == [s for s in range(steps) if (s + 1) % 3 == 0]
 
 
 def test_resume_continues_from_the_checkpoint_epoch(compose_cfg, mnist_root: Path, tmp_path: Path) -> None:
