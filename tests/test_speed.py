@@ -155,6 +155,23 @@ def test_denormals_are_flushed_in_every_thread_that_starts_afterwards(enabled: b
         assert out[0] == "denormal floats: kept (flush_denormal=false)" and float(out[1]) > 1e-32
 
 
+def test_without_cuda_devices_availability_is_asked_of_the_runtime_not_nvml() -> None:
+    """Lightning's NVML check searches the library path at every optimizer step where there is no driver."""
+    code = (
+        "import os, lightning, torch; from cnn_zoo import performance\n"
+        "print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'), torch.cuda.is_available())\n"
+        "print(performance.cuda_check_by_runtime_without_devices())\n"
+        "print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'), torch.cuda.is_available())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("1 ")  # what Lightning sets at import
+    if out[0] == "1 True" or not torch.backends.cuda.is_built():  # a device, or no CUDA at all: left as it was
+        assert out[1:] == ["None", out[0]]
+    else:
+        assert out[1:] == ["CUDA: no device found through NVML; availability is asked of the CUDA runtime from now on",
+                           "0 False"]  # fmt: skip
+
+
 def test_epoch_line_names_the_epoch_its_duration_and_epoch_values() -> None:
     metrics = {"train/loss_step": 9.0, "train/loss_epoch": torch.tensor(0.25), "val/acc": 0.9861, "test/acc": 1.0}
     assert epoch_line(2, 10, 12.345, 20.1, metrics) == "epoch 2/10 12.35s cpu=20.10s train/loss=0.2500 val/acc=0.9861"

@@ -107,6 +107,26 @@ def flush_denormals(enabled: bool = True) -> str:
     return "denormal floats: kept (this CPU cannot flush them)"
 
 
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def cuda_check_by_runtime_without_devices() -> str | None:
+    """Where NVML finds no CUDA device, ask the CUDA runtime instead; says so for the log, else None.
+
+    Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import (a check that cannot spoil a later fork), and torch's
+    optimizers ask whether CUDA is available at every step (their graph-capture check). Without an NVIDIA driver
+    the NVML check searches the library path for libnvidia-ml at every call: 11 system calls, 50-70 us a step here,
+    and more on a cluster's network file systems. Where no device is found, the runtime's answer is the same
+    (1 us, remembered), and without a device there is no CUDA state for a fork to spoil.
+    """
+    import torch
+
+    if os.environ.get(NVML_CHECK) != "1" or not torch.backends.cuda.is_built() or torch.cuda.is_available():
+        return None
+    os.environ[NVML_CHECK] = "0"
+    return "CUDA: no device found through NVML; availability is asked of the CUDA runtime from now on"
+
+
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The CPU's feature flags (Linux); empty where /proc/cpuinfo is absent (then torch's capability decides)."""
     try:

@@ -40,6 +40,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     check_trainer_config(cfg.trainer)
     log.info("%s", performance.openmp_choice)
     log.info("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
+    if (cuda_check := performance.cuda_check_by_runtime_without_devices()) is not None:
+        log.info("%s", cuda_check)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
