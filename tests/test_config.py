@@ -62,3 +62,27 @@ def test_help_lists_the_groups() -> None:
     assert result.returncode == 0
     for group in ("data:", "model:", "optimizer:", "scheduler:", "trainer:"):
         assert group in result.stdout
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_each_optimizer_config_steps_as_the_single_tensor_loop(compose_cfg, name: str) -> None:
+    """The configs ask for torch's fused kernels where torch has them; the steps stay those of the plain loop."""
+    import hydra.utils
+    import torch
+
+    cfg = compose_cfg(f"optimizer={name}")
+    results = []
+    single_tensor = {"foreach": False} | ({"fused": None} if name != "rmsprop" else {})
+    for overrides in ({}, single_tensor):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(30, 20)), torch.nn.Parameter(torch.randn(20))]
+        optimizer = hydra.utils.instantiate(cfg.optimizer, **overrides)(params)
+        for step in range(5):
+            for param in params:
+                param.grad = torch.full_like(param, 0.1 * (step - 2))
+            optimizer.step()
+        results.append((optimizer, [param.detach().clone() for param in params]))
+    (configured, configured_params), (_, loop_params) = results
+    assert bool(configured.defaults.get("fused")) is (name != "rmsprop")  # RMSprop has no fused kernel in torch
+    for got, expected in zip(configured_params, loop_params, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)

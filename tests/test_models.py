@@ -127,3 +127,34 @@ def test_max_pooling_moves_before_a_monotone_activation_only() -> None:
     assert torch.equal(pooled_first(x), reference(x)) and torch.equal(a, b)
     assert [type(m) for m in activation_and_pool(nn.ReLU(), nn.AvgPool2d(2))] == [nn.ReLU, nn.AvgPool2d]
     assert [type(m) for m in activation_and_pool(nn.GELU(), nn.MaxPool1d(2))] == [nn.GELU, nn.MaxPool1d]
+
+
+def test_flatten_sends_its_gradient_back_channels_last() -> None:
+    """The pooling before the dense head gets its gradient in its own NHWC layout, not as an NCHW view (ATen's
+    slow mixed-layout path); the values are those of nn.Flatten."""
+    from cnn_zoo.models.layers import Flatten
+
+    layouts: list[bool] = []
+
+    class RecordGradLayout(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+            return x.clone(memory_format=torch.channels_last)
+
+        @staticmethod
+        def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+            layouts.append(grad.is_contiguous(memory_format=torch.channels_last))
+            return grad
+
+    x = torch.randn(4, 3, 5, 6, requires_grad=True)
+    weights = torch.randn(90)
+    grads = []
+    for flatten in (torch.nn.Flatten(), Flatten()):
+        out = flatten(RecordGradLayout.apply(x))
+        torch.testing.assert_close(out, torch.nn.Flatten()(x))
+        (out * weights).sum().backward()
+        grads.append(x.grad)
+        x.grad = None
+    assert layouts == [False, True]
+    torch.testing.assert_close(grads[0], grads[1])
+    assert not Flatten()(torch.randn(2, 3, 4, 4)).requires_grad  # no hook where there is no gradient

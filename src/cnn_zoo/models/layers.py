@@ -48,9 +48,28 @@ def flat_size(features: nn.Module, in_channels: int, input_size: list[int] | tup
     return out.numel()
 
 
+def _as_channels_last(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
+
+
+class Flatten(nn.Flatten):
+    """nn.Flatten (same output, no parameters) that sends its gradient back in the input's channels-last layout.
+
+    Flattening an NHWC tensor in NCHW order copies it, and the gradient comes back as an NCHW view. The pooling
+    before it then takes ATen's mixed-layout path: LeNet's avg_pool2d_backward of [128, 50, 14, 14] took 3.9 ms
+    against 0.48 ms in bf16 (0.21 ms in float32) with the gradient laid out as its input, a 0.08 ms copy.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nhwc = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if x.requires_grad and nhwc:
+            x.register_hook(_as_channels_last)
+        return super().forward(x)
+
+
 def dense_stack(in_features: int, hidden: list[int], num_outputs: int, act: str, dropout: float) -> nn.Sequential:
     """Flatten, hidden Dense layers, optional dropout, then the output layer."""
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list[nn.Module] = [Flatten()]
     for width in hidden:
         layers += [nn.Linear(in_features, width), activation(act)]
         in_features = width
