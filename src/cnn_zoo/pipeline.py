@@ -21,6 +21,7 @@ from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.options import check_data_options
+from cnn_zoo.profiling import NoProfiler
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     loggers = [instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}  # none asked: none paid for
+    return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **profiler)
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
