@@ -87,12 +87,13 @@ def test_loss_goes_down_and_best_checkpoint_reproduces_test_metrics(
     assert reloaded["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
 
 
-def test_each_epochs_training_metrics_are_that_epochs_predictions(compose_cfg, mnist_root: Path) -> None:
-    """Training loss and accuracy are logged once an epoch, from the epoch's own batches (lr=0: the same every
-    epoch); the step loss only at the steps the logger writes (`log_every_n_steps`)."""
+def test_each_epochs_metrics_are_that_epochs_predictions(compose_cfg, mnist_root: Path) -> None:
+    """Training, validation and test loss and accuracy are logged once an epoch, from the epoch's own batches
+    (lr=0: the same every epoch; sample means over batches of 32 and 28); the step loss only at the steps the
+    logger writes (`log_every_n_steps`)."""
     overrides = ("model=lenet", "optimizer.lr=0", "logger=csv", "fast=false", "trainer.log_every_n_steps=3")
     cfg = compose_cfg(*mnist_overrides(mnist_root, *overrides))
-    train(cfg)
+    metrics = train(cfg)
     rows = [line.split(",") for line in (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()]
     header, rows = rows[0], rows[1:]
 
@@ -104,15 +105,25 @@ def test_each_epochs_training_metrics_are_that_epochs_predictions(compose_cfg, m
     L.seed_everything(cfg.seed)  # as train() does: the initial weights, which lr=0 keeps
     datamodule = build_datamodule(cfg)
     model = build_classifier(cfg, datamodule.spec)
-    loader = datamodule.train_dataloader()
-    with torch.no_grad():
-        batches = [(model(x), y) for x, y in loader]
-    samples = len(loader.dataset)
-    expected_acc = sum(int((logits.argmax(1) == y).sum()) for logits, y in batches) / samples
-    expected_loss = sum(float(model.loss(logits, y)) * len(y) for logits, y in batches) / samples  # a sample mean
+
+    def loss_and_accuracy(loader: torch.utils.data.DataLoader) -> tuple[float, float]:
+        with torch.no_grad():
+            batches = [(model(x), y) for x, y in loader]
+        samples = len(loader.dataset)
+        loss = sum(float(model.loss(logits, y)) * len(y) for logits, y in batches) / samples  # a sample mean
+        return loss, sum(int((logits.argmax(1) == y).sum()) for logits, y in batches) / samples
+
+    expected_loss, expected_acc = loss_and_accuracy(datamodule.train_dataloader())
     assert [acc for _, acc in column("train/acc_epoch")] == pytest.approx([expected_acc] * 2, abs=1e-6)
     assert [loss for _, loss in column("train/loss_epoch")] == pytest.approx([expected_loss] * 2, rel=1e-5)
-    steps = 2 * len(batches)
+    val_loss, val_acc = loss_and_accuracy(datamodule.val_dataloader())
+    assert len(datamodule.val_dataloader()) == 2  # 60 images: 32 + 28
+    assert [acc for _, acc in column("val/acc")] == pytest.approx([val_acc] * 2, abs=1e-6)
+    assert [loss for _, loss in column("val/loss")] == pytest.approx([val_loss] * 2, rel=1e-5)
+    datamodule.setup("test")
+    test_loss, test_acc = loss_and_accuracy(datamodule.test_dataloader())
+    assert (metrics["test/loss"], metrics["test/acc"]) == pytest.approx((test_loss, test_acc), rel=1e-5)
+    steps = 2 * len(datamodule.train_dataloader())
     assert [step for step, _ in column("train/loss_step")] == [s for s in range(steps) if (s + 1) % 3 == 0]
 
 

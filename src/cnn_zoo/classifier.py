@@ -18,11 +18,11 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, F1Score
 
 from cnn_zoo.data.spec import DataSpec
+from cnn_zoo.epoch_tally import EpochTally
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models import build_net
 from cnn_zoo.models.interfaces import PretrainedNet, ScheduledNet
 from cnn_zoo.options import check_model_options
-from cnn_zoo.training_tally import TrainingTally
 from cnn_zoo.tta import TestTimeAugmentation
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
@@ -92,9 +92,11 @@ class Classifier(L.LightningModule):
         self.register_buffer("class_weights", weights, persistent=False)
         train_metrics = make_metrics(self.num_classes, with_auroc=False, validate_args=False)
         self.train_metrics = train_metrics.clone(prefix="train/")
-        self.train_tally = TrainingTally(self.train_metrics)
+        self.train_tally = EpochTally(self.train_metrics)
         self.val_metrics = make_metrics(self.num_classes).clone(prefix="val/")
+        self.val_tally = EpochTally(self.val_metrics)
         self.test_metrics = make_metrics(self.num_classes).clone(prefix="test/")
+        self.test_tally = EpochTally(self.test_metrics)
         self.test_tta_metrics = make_metrics(self.num_classes).clone(prefix="test/", postfix="_tta")
         self.val_acc_best = MaxMetric()
         self.resumed_acc_best: float | None = None
@@ -149,7 +151,7 @@ class Classifier(L.LightningModule):
         return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
     def on_train_epoch_end(self) -> None:
-        """The epoch's mean loss and training metrics, logged once (`TrainingTally`). TensorBoard gets
+        """The epoch's mean loss and training metrics, logged once (`EpochTally`). TensorBoard gets
         `train/loss_epoch`, `train/acc_epoch`...; `callback_metrics` (the epoch line, metrics.json) `train/loss`..."""
         if self.train_tally.empty:
             return  # no training step this epoch (a run resumed at its epoch's end)
@@ -185,24 +187,42 @@ class Classifier(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, probs, y = self.shared_step(batch)
-        self.val_metrics.update(probs, y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=y.shape[0])
-        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True)
+        self.val_tally.add(loss, probs, y)
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_tally.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best.update(self.val_metrics["acc"].compute())
+        """`val/loss` (the mean over the epoch's samples), `val/acc`..., and the best `val/acc` so far, once."""
+        if self.val_tally.empty:
+            return
+        loss, values = self.val_tally.compute_and_reset()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log_dict(values, prog_bar=True)  # torchmetrics' compute already gathered every rank's counts
+        self.val_acc_best.update(values["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         """Returns the batch's probabilities and targets for the inspection callbacks (confusion matrix, errors)."""
         loss, probs, y = self.shared_step(batch)
-        self.test_metrics.update(probs, y)
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=y.shape[0])
-        self.log_dict(self.test_metrics, on_epoch=True)
+        self.test_tally.add(loss, probs, y)
         if self.tta.active:
             self.test_tta_metrics.update(self.tta(self.view_probabilities, batch[0]), y)
-            self.log_dict(self.test_tta_metrics, on_epoch=True)
         return {"probs": probs.detach(), "target": y}
+
+    def on_test_epoch_start(self) -> None:
+        self.test_tally.reset()
+        self.test_tta_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_tally.empty:
+            return
+        loss, values = self.test_tally.compute_and_reset()
+        self.log("test/loss", loss, sync_dist=True)
+        self.log_dict(values)
+        if self.tta.active:
+            self.log_dict(self.test_tta_metrics.compute())
+            self.test_tta_metrics.reset()
 
     def view_probabilities(self, x: Tensor) -> Tensor:
         return self.probabilities(self(x))

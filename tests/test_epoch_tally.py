@@ -1,4 +1,4 @@
-"""The training tally gives the values per-batch torchmetrics updates and a sample-weighted mean loss give."""
+"""The epoch tally gives the values per-batch torchmetrics updates and a sample-weighted mean loss give."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from cnn_zoo.classifier import make_metrics
-from cnn_zoo.training_tally import TrainingTally
+from cnn_zoo.epoch_tally import EpochTally
 
 
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_tally_equals_updating_the_metrics_every_batch(num_classes: int) -> None:
     generator = torch.Generator().manual_seed(0)
     sizes = [8] * 9 + [3]  # a short last batch
-    tally = TrainingTally(make_metrics(num_classes, with_auroc=False), batches_per_update=4)
+    tally = EpochTally(make_metrics(num_classes, with_auroc=False), batches_per_update=4)
     reference = make_metrics(num_classes, with_auroc=False)
     losses, targets = torch.rand(len(sizes), generator=generator), []
     for loss, size in zip(losses, sizes, strict=True):
@@ -37,6 +37,6 @@ def test_tally_equals_updating_the_metrics_every_batch(num_classes: int) -> None
 
 
 def test_an_empty_tally_has_no_mean_loss() -> None:
-    tally = TrainingTally(make_metrics(3, with_auroc=False))
-    with pytest.raises(ValueError, match="no training batch"):
+    tally = EpochTally(make_metrics(3, with_auroc=False))
+    with pytest.raises(ValueError, match="no batch tallied"):
         tally.mean_loss()
