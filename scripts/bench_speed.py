@@ -49,7 +49,7 @@ from cnn_zoo.benchmark import (
     write_report,
     zoo_stamps,
 )
-from cnn_zoo.performance import fast_enabled
+from cnn_zoo.performance import fast_enabled, openmp_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 KERAS_DIR = ROOT / "scripts" / "keras_course"
@@ -136,6 +136,9 @@ def summarise(model: str, way: str, runs: list[ProcessRun]) -> dict[str, Any]:
     row[f"{COURSES[model].unit}/s"] = round(COURSES[model].train_samples / epoch) if epoch else None
     row["peak MB"] = median([r.max_rss_mb for r in ok])
     row["CPU s"] = median([r.cpu_s for r in ok])
+    row["sys s"] = median([r.system_s for r in ok])
+    faults = median([r.minor_faults for r in ok])
+    row["k faults"] = round(faults / 1000) if faults is not None else None
     row["test acc"] = median([r.test_acc for r in ok])
     return row
 
@@ -173,7 +176,7 @@ def main() -> None:
     accelerator = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.accelerator=")), "auto")
     fast = fast_enabled("auto", accelerator)
     notes = [
-        f"Machine: {machine()}. Load average at the start: {os.getloadavg()[0]:.1f}.",
+        f"Machine: {machine()}. Load average at the start: {os.getloadavg()[0]:.1f}. {openmp_choice}.",
         f"`fast=auto` here: {'bf16 autocast + channels_last' if fast else 'float32 (no bf16 units detected)'}.",
         keras_note,
         f"{args.rounds} rounds x {args.epochs} epochs, ways alternating {' '.join(ways)}; overrides: "
@@ -251,7 +254,7 @@ def rebuild(sources: list[Path], out: Path) -> None:
 def write_tables(out: Path, summary: list, ratios: list, raw: list, notes: list[str]) -> None:
     """Rewritten after every model, so an interrupted benchmark keeps what it measured."""
     columns = ["model", "way", "runs", "s/epoch", "s/epoch per run", "best s/epoch", "CPU s/epoch", "start-up s",
-               "whole s", "images/s", "reviews/s", "peak MB", "CPU s", "test acc"]  # fmt: skip
+               "whole s", "images/s", "reviews/s", "peak MB", "CPU s", "sys s", "k faults", "test acc"]  # fmt: skip
     table = markdown_table(summary, columns) + "\n\n" + markdown_table(ratios, list(ratios[0]))
     content = {"summary": summary, "ratios": ratios, "notes": notes, "runs": raw}
     write_report(out, "speed", "Speed: cnn_zoo vs a plain PyTorch loop vs Keras", table, content, notes)

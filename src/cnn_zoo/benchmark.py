@@ -147,6 +147,9 @@ class ProcessRun:
     returncode: int
     max_rss_mb: float
     cpu_s: float
+    system_s: float | None = None  # of cpu_s, the kernel's: page faults and thread wake-ups show here
+    minor_faults: int | None = None
+    context_switches: tuple[int, int] | None = None  # (voluntary: waits; involuntary: preempted)
     first_step: float | None = None
     epochs: list[list[float]] = field(default_factory=list)
     test_acc: float | None = None
@@ -182,7 +185,8 @@ def steady(durations: list[float]) -> float | None:
 
 
 def run_process(command: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> ProcessRun:
-    """Run `command` with its output in `log_file`; `os.wait4` gives this child's own peak RSS and CPU time."""
+    """Run `command` with its output in `log_file`; `os.wait4` gives this child's own peak RSS, CPU time, page
+    faults and context switches (what tells a slow run's cause: memory, waiting, or other processes)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as out:
         launched = time.time()
@@ -191,7 +195,14 @@ def run_process(command: Sequence[str], log_file: Path, env: dict[str, str] | No
         ended = time.time()
     child.returncode = os.waitstatus_to_exitcode(status)
     return ProcessRun(
-        launched, ended, child.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+        launched,
+        ended,
+        child.returncode,
+        usage.ru_maxrss / 1024,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_stime,
+        usage.ru_minflt,
+        (usage.ru_nvcsw, usage.ru_nivcsw),
     )
 
 
