@@ -185,6 +185,21 @@ def test_classifier_builds_from_plain_config(compose_cfg, mnist_root: Path) -> N
     assert sum(p.numel() for p in model.net.parameters()) == 93_322
 
 
+def test_lightnings_hook_name_is_a_plain_attribute_and_modules_still_register(compose_cfg, mnist_root: Path) -> None:
+    from torch import nn
+
+    from cnn_zoo.classifier import HOOK_NAME_ATTRIBUTE
+
+    cfg = compose_cfg(*mnist_overrides(mnist_root))
+    model = build_classifier(cfg, build_datamodule(cfg).facts)
+    setattr(model, HOOK_NAME_ATTRIBUTE, "training_step")
+    assert model._current_fx_name == "training_step" and model.__dict__[HOOK_NAME_ATTRIBUTE] == "training_step"
+    model.extra = nn.Linear(2, 2)  # everything else still goes through nn.Module's bookkeeping
+    model.scale = nn.Parameter(torch.ones(1))
+    assert "extra" in model._modules and "scale" in model._parameters
+    assert {"extra.weight", "scale"} <= set(model.state_dict())
+
+
 @pytest.mark.real_data
 def test_lenet_one_epoch_on_real_mnist(compose_cfg) -> None:
     root = require_real("MNIST", "raw").parents[1]
