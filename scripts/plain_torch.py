@@ -5,8 +5,8 @@
 Composes the same config as `python -m cnn_zoo.train <overrides>` and builds the same datamodule, network and
 optimizer, then trains with nothing else: no Lightning, callbacks, logger or metrics objects; float32 unless
 `--bf16` (autocast, with channels_last for images); in the config's `model.channels_last` layout, with its
-`flush_denormal` (the CPU math settings train uses: what is left to compare is the framework). Validates
-every epoch and tests at the end, as train does.
+`flush_denormal`, and the memory settings `import cnn_zoo` makes (cnn_zoo.memory): the CPU settings train
+uses, so what is left to compare is the framework. Validates every epoch and tests at the end, as train does.
 Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end and CPU seconds), accuracies.
 """
 

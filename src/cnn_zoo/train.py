@@ -18,7 +18,7 @@ from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
 from cnn_zoo.errors import CnnZooError, user_errors
-from cnn_zoo.huge_pages import huge_pages_status
+from cnn_zoo.memory import memory_status
 from cnn_zoo.run_folder import resume_arguments
 
 if TYPE_CHECKING:  # Lightning, torch and the pipeline load in train(): `--help` answers without them
@@ -41,7 +41,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     check_trainer_config(cfg.trainer)
     log.info("%s", performance.openmp_choice)
     log.info("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
-    log.info("%s", huge_pages_status())
+    log.info("%s", memory_status())
     if (cuda_check := performance.cuda_check_by_runtime_without_devices()) is not None:
         log.info("%s", cuda_check)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
