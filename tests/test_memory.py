@@ -109,7 +109,9 @@ def test_importing_cnn_zoo_keeps_freed_blocks_for_the_next_step() -> None:
     """Five steps of 4 x 6 MB: 5 x 4 x 1,536 page faults when glibc returns the blocks, none when they are kept."""
     faults, status = steps_faults()
     assert "freed blocks up to 32 MB kept for reuse" in status
-    faults_returned, own_status = steps_faults(MALLOC_TRIM_THRESHOLD_="131072")
+    faults_returned, own_status = steps_faults(MALLOC_TRIM_THRESHOLD_="131072")  # yours: kept, and it returns them
     assert "as your MALLOC_* / GLIBC_TUNABLES settings say" in own_status
     assert faults_returned > 5 * 4 * 1_500
     assert faults < faults_returned / 10  # an occasional heap extension (1,536 faults) aside: none
+    _, default_status = steps_faults(CNN_ZOO_KEEP_FREED_MEMORY="0")
+    assert "as the C library's defaults say (CNN_ZOO_KEEP_FREED_MEMORY=0)" in default_status

@@ -3,14 +3,17 @@
 Both are set when cnn_zoo is imported; your own settings win.
 
 Kept for reuse (glibc's malloc). A training step allocates and frees the same activations and gradients every
-time. By default glibc returns a freed block over its mmap threshold to the kernel, and trims the top of its heap
-once more than twice that is free, so the next step takes one page fault per 4 KB to get it back. mnist_cnn's
-training step (batch 64) took 660-3,800 page faults and 2-10 ms of system time (of a 13-22 ms step) in float32,
-2,000 and 5-6 ms in bf16. With blocks up to 32 MB (glibc's largest threshold) served from the heap and up to 1 GB
-of free heap kept: no faults, 12-14 against 14-21 ms a step in float32, 8-11 against 13-16 ms in bf16 (2 cores
-of a shared VM, where a fault costs 1-2 us). Memory is not returned to the kernel between steps, so the process
-keeps its peak; `MALLOC_TRIM_THRESHOLD_=131072` (or any `MALLOC_*_` or `GLIBC_TUNABLES=glibc.malloc...`
-setting) restores glibc's own behaviour.
+time. glibc returns a freed block over its mmap threshold to the kernel, and trims the top of its heap once more
+than twice that is free; the threshold adapts to the blocks freed, and whether the top is free depends on what
+else was allocated meanwhile. So whether a step faults its memory in again, one page fault per 4 KB, depends on
+the heap's layout: in cnn_zoo's full runs it did not (the same 166,000 faults for 2 and for 400 mnist_cnn steps),
+in a bare loop over mnist_cnn's step it did, every step: 660-3,800 faults and 2-10 ms of system time in a 13-22 ms
+float32 step, 2,000 and 5-6 ms in bf16. Blocks up to 32 MB (glibc's largest threshold) served from the heap, with
+up to 1 GB of free heap kept, take that chance away: the bare loop then takes no faults (float32 12-14 against
+14-21 ms a step, bf16 8-11 against 13-16), the full runs still none. The process keeps its peak memory between
+steps instead of handing it back. `CNN_ZOO_KEEP_FREED_MEMORY=0` leaves glibc's defaults; a `MALLOC_*_` or
+`GLIBC_TUNABLES=glibc.malloc.*` setting of yours is left to work (note that any of them turns glibc's adaptive
+threshold off).
 
 Huge pages (torch's THP_MEM_ALLOC_ENABLE). Blocks over 32 MB still get a mapping of their own, mapped afresh each
 step: the cats/dogs small CNN (batch 32 at 180x180, bf16) took 77,000 page faults and 0.18 s of system time a step
@@ -33,6 +36,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (mall
 MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks up to this size come from the heap
 TRIM_THRESHOLD = 1 << 30  # free heap kept before any is returned to the kernel
 MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+OPT_OUT = "CNN_ZOO_KEEP_FREED_MEMORY"  # 0: glibc's own behaviour
 
 kept_freed_memory = False  # what keep_freed_memory did, for the run's log
 
@@ -68,7 +72,8 @@ def glibc() -> ctypes.CDLL | None:
 def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
     """Freed blocks up to 32 MB kept in the heap for reuse, unless you set malloc yourself or it is not glibc."""
     global kept_freed_memory
-    libc = None if malloc_set_by_you(environ) else glibc()
+    left_alone = malloc_set_by_you(environ) or environ.get(OPT_OUT, "1") == "0"
+    libc = None if left_alone else glibc()
     if libc is not None:
         kept_freed_memory = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
             libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
@@ -83,7 +88,7 @@ def memory_status() -> str:
     elif malloc_set_by_you(os.environ):
         freed = "freed blocks as your MALLOC_* / GLIBC_TUNABLES settings say"
     else:
-        freed = "freed blocks as the C library's defaults say"
+        freed = f"freed blocks as the C library's defaults say ({OPT_OUT}={os.environ.get(OPT_OUT)})"
     mode = kernel_mode() or "unknown"
     setting = os.environ.get(VARIABLE)
     if setting == "1" and mode in ("always", "madvise"):
