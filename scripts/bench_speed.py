@@ -5,8 +5,8 @@
     CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_speed.py --ways zoo zoo_fast plain -- trainer.accelerator=gpu
 
 For each course model (LeNet and the small CNN on MNIST, the cats/dogs small CNN at 180x180 batch 32 on the
-2,000 training images, the notes' Conv1D on IMDB) every way runs as its own process, alternating A B C A B C
-for `--rounds` rounds, on the same data, network, optimizer, batch size and epochs:
+2,000 training images, the notes' Conv1D on IMDB) every way runs as its own process, alternating A B C C B A
+(`--same-order`: A B C A B C) for `--rounds` rounds, on the same data, network, optimizer, batch size and epochs:
 
 - `zoo`: `python -m cnn_zoo.train` with its defaults (callbacks, TensorBoard, checkpoints, test of the best
   checkpoint; `fast=auto`); `zoo_32`: the same with `fast=false` (float32); `zoo_fast`: `fast=true`.
@@ -46,6 +46,7 @@ from cnn_zoo.benchmark import (
     markdown_table,
     reported,
     run_process,
+    way_order,
     write_report,
     zoo_stamps,
 )
@@ -160,6 +161,9 @@ def main() -> None:
     parser.add_argument("--ways", nargs="+", default=["zoo", "plain", "keras"], choices=WAYS)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--same-order", action="store_true", help="every round in --ways order (default: every other one reversed)"
+    )
     parser.add_argument("--keras-python", help="an interpreter with tensorflow (default: this one, if it has it)")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("--keep-runs", action="store_true", help="keep every run folder (default: the last round's)")
@@ -179,7 +183,8 @@ def main() -> None:
         f"Machine: {machine()}. Load average at the start: {os.getloadavg()[0]:.1f}. {openmp_choice}.",
         f"`fast=auto` here: {'bf16 autocast + channels_last' if fast else 'float32 (no bf16 units detected)'}.",
         keras_note,
-        f"{args.rounds} rounds x {args.epochs} epochs, ways alternating {' '.join(ways)}; overrides: "
+        f"{args.rounds} rounds x {args.epochs} epochs, ways alternating {' '.join(ways)}"
+        f"{'' if args.same_order else ', reversed every other round'}; overrides: "
         f"{' '.join(args.overrides) or 'none'}. s/epoch: median over rounds of each run's median epoch after "
         "the first (validation included); start-up: launch to first training step.",
     ]
@@ -190,7 +195,7 @@ def main() -> None:
     for model in args.models:
         runs: dict[str, list[ProcessRun]] = {way: [] for way in ways}
         for round_ in range(args.rounds):
-            for way in ways:
+            for way in way_order(ways, round_, counterbalance=not args.same_order):
                 folder = args.out / "speed_runs" / stamp / f"{model}_{way}_{round_}"
                 run = run_once(model, way, args, folder, keras_python)
                 runs[way].append(run)

@@ -242,3 +242,12 @@ def test_child_reports_are_read_from_their_last_bench_line(tmp_path: Path) -> No
     assert ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5]]).steady_epoch_s == 0.5
     with_cpu = ProcessRun(0.0, 1.0, 0, 1.0, 1.0, epochs=[[0.0, 0.5, 0.9], [0.5, 1.25, 0.7]])
     assert with_cpu.steady_epoch_cpu_s == 0.7 and with_cpu.epoch_s == [0.5, 0.75]
+
+
+def test_benchmark_rounds_reverse_the_order_every_other_round_unless_asked_not_to() -> None:
+    from cnn_zoo.benchmark import way_order
+
+    ways = ["zoo", "plain", "keras"]
+    assert [way_order(ways, r) for r in range(3)] == [ways, ways[::-1], ways]
+    assert [way_order(ways, r, counterbalance=False) for r in range(2)] == [ways, ways]
+    assert ways == ["zoo", "plain", "keras"]  # the caller's list is left as it was

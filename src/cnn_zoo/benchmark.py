@@ -184,6 +184,16 @@ def steady(durations: list[float]) -> float | None:
     return statistics.median(durations[1:] if len(durations) > 1 else durations) if durations else None
 
 
+def way_order(ways: Sequence[str], round_index: int, counterbalance: bool = True) -> list[str]:
+    """The ways of one round: in the given order, or reversed in every other round (A B C, C B A, ...).
+
+    A run can leave the machine slower or faster for the next one (caches, memory, the host's scheduling): on
+    LeNet, float32 cnn_zoo against the plain loop measured 0.98x with cnn_zoo first in each round and 1.23x with the
+    plain loop first. Reversing every other round gives each way each neighbour equally often.
+    """
+    return list(reversed(ways)) if counterbalance and round_index % 2 else list(ways)
+
+
 def run_process(command: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> ProcessRun:
     """Run `command` with its output in `log_file`; `os.wait4` gives this child's own peak RSS, CPU time, page
     faults and context switches (what tells a slow run's cause: memory, waiting, or other processes)."""
