@@ -140,6 +140,7 @@ def summarise(model: str, way: str, runs: list[ProcessRun]) -> dict[str, Any]:
     row["sys s"] = median([r.system_s for r in ok])
     faults = median([r.minor_faults for r in ok])
     row["k faults"] = round(faults / 1000) if faults is not None else None
+    row["steal s"] = median([r.steal_s for r in ok])
     row["test acc"] = median([r.test_acc for r in ok])
     return row
 
@@ -259,7 +260,8 @@ def rebuild(sources: list[Path], out: Path) -> None:
 def write_tables(out: Path, summary: list, ratios: list, raw: list, notes: list[str]) -> None:
     """Rewritten after every model, so an interrupted benchmark keeps what it measured."""
     columns = ["model", "way", "runs", "s/epoch", "s/epoch per run", "best s/epoch", "CPU s/epoch", "start-up s",
-               "whole s", "images/s", "reviews/s", "peak MB", "CPU s", "sys s", "k faults", "test acc"]  # fmt: skip
+               "whole s", "images/s", "reviews/s", "peak MB", "CPU s", "sys s", "k faults", "steal s",
+               "test acc"]  # fmt: skip
     table = markdown_table(summary, columns) + "\n\n" + markdown_table(ratios, list(ratios[0]))
     content = {"summary": summary, "ratios": ratios, "notes": notes, "runs": raw}
     write_report(out, "speed", "Speed: cnn_zoo vs a plain PyTorch loop vs Keras", table, content, notes)

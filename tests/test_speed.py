@@ -244,6 +244,17 @@ def test_child_reports_are_read_from_their_last_bench_line(tmp_path: Path) -> No
     assert with_cpu.steady_epoch_cpu_s == 0.7 and with_cpu.epoch_s == [0.5, 0.75]
 
 
+def test_a_child_run_records_the_time_the_hypervisor_stole_meanwhile(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  500 0 40 900 10 0 2 70 0 0\n")
+    later = "cpu  900 0 60 950 10 0 3 320 0 0\n"  # 250 more ticks of steal while the child ran
+    child = [sys.executable, "-c", f"open({str(stat)!r}, 'w').write({later!r})"]
+    run = run_process(child, tmp_path / "c.log", stat=stat)
+    assert run.returncode == 0 and run.steal_s == pytest.approx(250 / os.sysconf("SC_CLK_TCK"))
+    assert run_process([sys.executable, "-c", "pass"], tmp_path / "c.log", stat=tmp_path / "absent").steal_s is None
+    assert performance.CpuTimes.read(stat) == performance.CpuTimes(idle=960, steal=320, total=2243)
+
+
 def test_benchmark_rounds_reverse_the_order_every_other_round_unless_asked_not_to() -> None:
     from cnn_zoo.benchmark import way_order
 

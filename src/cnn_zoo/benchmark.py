@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from cnn_zoo.config import compose_train_config
+from cnn_zoo.performance import PROC_STAT, CpuTimes
 from cnn_zoo.train import train
 
 
@@ -150,6 +151,7 @@ class ProcessRun:
     system_s: float | None = None  # of cpu_s, the kernel's: page faults and thread wake-ups show here
     minor_faults: int | None = None
     context_switches: tuple[int, int] | None = None  # (voluntary: waits; involuntary: preempted)
+    steal_s: float | None = None  # core-seconds the hypervisor gave other guests meanwhile (all cores together)
     first_step: float | None = None
     epochs: list[list[float]] = field(default_factory=list)
     test_acc: float | None = None
@@ -194,16 +196,23 @@ def way_order(ways: Sequence[str], round_index: int, counterbalance: bool = True
     return list(reversed(ways)) if counterbalance and round_index % 2 else list(ways)
 
 
-def run_process(command: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> ProcessRun:
+def run_process(
+    command: Sequence[str], log_file: Path, env: dict[str, str] | None = None, stat: Path = PROC_STAT
+) -> ProcessRun:
     """Run `command` with its output in `log_file`; `os.wait4` gives this child's own peak RSS, CPU time, page
-    faults and context switches (what tells a slow run's cause: memory, waiting, or other processes)."""
+    faults and context switches (what tells a slow run's cause: memory, waiting, or other processes), and
+    /proc/stat the time the hypervisor stole from the machine's cores meanwhile (another guest's load, which no
+    process here can see or avoid: a run with much of it is slow for a reason outside it)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as out:
+        before = CpuTimes.read(stat)
         launched = time.time()
         child = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(child.pid, 0)
         ended = time.time()
+        after = CpuTimes.read(stat)
     child.returncode = os.waitstatus_to_exitcode(status)
+    steal = (after.steal - before.steal) / os.sysconf("SC_CLK_TCK") if before and after else None
     return ProcessRun(
         launched,
         ended,
@@ -213,6 +222,7 @@ def run_process(command: Sequence[str], log_file: Path, env: dict[str, str] | No
         usage.ru_stime,
         usage.ru_minflt,
         (usage.ru_nvcsw, usage.ru_nivcsw),
+        steal,
     )
 
 

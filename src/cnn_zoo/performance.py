@@ -46,20 +46,35 @@ class OpenMPChoice:
 openmp_choice = OpenMPChoice({}, "not chosen: torch was imported before cnn_zoo")
 
 
-def idle_share(stat: Path = Path("/proc/stat"), interval_s: float = 0.1) -> float | None:
+PROC_STAT = Path("/proc/stat")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """All cores' time since boot, from /proc/stat's first line (clock ticks): what every core did meanwhile."""
+
+    idle: int  # idle + iowait
+    steal: int  # taken by the hypervisor for other guests: this machine's cores did not run at all
+    total: int  # user .. steal
+
+    @classmethod
+    def read(cls, stat: Path = PROC_STAT) -> CpuTimes | None:
+        """None where it cannot be read (not Linux)."""
+        try:
+            fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+            return cls(idle=fields[3] + fields[4], steal=fields[7], total=sum(fields[:8]))
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def idle_share(stat: Path = PROC_STAT, interval_s: float = 0.1) -> float | None:
     """The share of all cores idle over `interval_s` (Linux /proc/stat); None where it cannot be read."""
-
-    def idle_and_total() -> tuple[int, int]:
-        fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
-        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
-
-    try:
-        idle0, total0 = idle_and_total()
-        time.sleep(interval_s)
-        idle1, total1 = idle_and_total()
-    except (OSError, ValueError, IndexError):
+    before = CpuTimes.read(stat)
+    time.sleep(interval_s)
+    after = CpuTimes.read(stat)
+    if before is None or after is None or after.total <= before.total:
         return None
-    return (idle1 - idle0) / (total1 - total0) if total1 > total0 else None
+    return (after.idle - before.idle) / (after.total - before.total)
 
 
 def openmp_settings(environ: Mapping[str, str], idle: float | None) -> OpenMPChoice:
