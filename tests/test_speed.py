@@ -248,11 +248,25 @@ def test_a_child_run_records_the_time_the_hypervisor_stole_meanwhile(tmp_path: P
     stat = tmp_path / "stat"
     stat.write_text("cpu  500 0 40 900 10 0 2 70 0 0\n")
     later = "cpu  900 0 60 950 10 0 3 320 0 0\n"  # 250 more ticks of steal while the child ran
-    child = [sys.executable, "-c", f"open({str(stat)!r}, 'w').write({later!r})"]
-    run = run_process(child, tmp_path / "c.log", stat=stat)
+    code = f"import time; time.sleep(0.6); open({str(stat)!r}, 'w').write({later!r}); time.sleep(0.6)"
+    run = run_process([sys.executable, "-c", code], tmp_path / "c.log", stat=stat)
     assert run.returncode == 0 and run.steal_s == pytest.approx(250 / os.sysconf("SC_CLK_TCK"))
+    assert len(run.steal) >= 3 and run.steal[0][1] == 0 and run.steal[-1][1] == pytest.approx(run.steal_s, abs=0.01)
+    assert [t for t, _ in run.steal] == sorted(t for t, _ in run.steal) and run.cores == os.cpu_count()
     assert run_process([sys.executable, "-c", "pass"], tmp_path / "c.log", stat=tmp_path / "absent").steal_s is None
     assert performance.CpuTimes.read(stat) == performance.CpuTimes(idle=960, steal=320, total=2243)
+
+
+def test_quiet_epochs_are_those_the_hypervisor_took_little_of() -> None:
+    epochs = [[0.0, 5.0], [5.0, 10.0], [10.0, 20.0]]
+    sampled = ProcessRun(0.0, 20.0, 0, 1.0, 1.0, epochs=epochs, steal=[[0.0, 0.0], [10.0, 0.1], [20.0, 4.1]], cores=2)
+    assert sampled.steal_share(5.0, 10.0) == pytest.approx(0.05 / 10)  # half of the first 10 s's 0.1 core-seconds
+    assert sampled.steal_share(10.0, 20.0) == pytest.approx(4.0 / 20)
+    assert sampled.steady_epoch_s == 7.5 and sampled.quiet_epoch_s(0.02) == 5.0  # the stolen-from epoch left out
+    assert sampled.quiet_epoch_s(0.001) is None
+    averaged = ProcessRun(0.0, 20.0, 0, 1.0, 1.0, steal_s=2.0, epochs=epochs, cores=2)  # a total, no samples
+    assert averaged.steal_share(10.0, 20.0) == pytest.approx(0.05) and averaged.quiet_epoch_s(0.06) == 7.5
+    assert ProcessRun(0.0, 20.0, 0, 1.0, 1.0, epochs=epochs).quiet_epoch_s(1.0) is None  # steal unknown
 
 
 def test_benchmark_rounds_reverse_the_order_every_other_round_unless_asked_not_to() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import platform
 import re
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -155,6 +157,8 @@ class ProcessRun:
     first_step: float | None = None
     epochs: list[list[float]] = field(default_factory=list)
     test_acc: float | None = None
+    steal: list[list[float]] = field(default_factory=list)  # [wall-clock time, steal core-seconds so far] samples
+    cores: int | None = None  # the machine's, for the share of its time stolen
 
     @property
     def whole_s(self) -> float:
@@ -181,6 +185,79 @@ class ProcessRun:
     def steady_epoch_cpu_s(self) -> float | None:
         return steady(self.epoch_cpu_s) if len(self.epoch_cpu_s) == len(self.epochs) else None
 
+    def steal_share(self, start: float, end: float) -> float | None:
+        """The share of the machine's core time stolen between two wall-clock stamps: from the samples taken while
+        the run ran, or, for runs recorded without them, the run's average (its total over its whole time)."""
+        if not self.cores or end <= start:
+            return None
+        if len(self.steal) >= 2:
+            stolen = stolen_at(self.steal, end) - stolen_at(self.steal, start)
+        elif self.steal_s is not None and self.whole_s > 0:
+            stolen = self.steal_s * (end - start) / self.whole_s
+        else:
+            return None
+        return stolen / (self.cores * (end - start))
+
+    def quiet_epoch_s(self, max_steal_share: float) -> float | None:
+        """Like `steady_epoch_s`, over the steady epochs in which at most `max_steal_share` of the cores' time was
+        stolen; None when none was that quiet (or steal is unknown)."""
+        steady_epochs = self.epochs[1:] if len(self.epochs) > 1 else self.epochs
+        quiet = [end - start for start, end, *_ in steady_epochs if (share := self.steal_share(start, end)) is not None
+                 and share <= max_steal_share]  # fmt: skip
+        return statistics.median(quiet) if quiet else None
+
+
+def stolen_at(samples: list[list[float]], when: float) -> float:
+    """Steal core-seconds at `when`, linear between the samples around it (clamped to the first and last)."""
+    times = [t for t, _ in samples]
+    index = bisect.bisect_left(times, when)
+    if index == 0:
+        return samples[0][1]
+    if index == len(samples):
+        return samples[-1][1]
+    (t0, s0), (t1, s1) = samples[index - 1], samples[index]
+    return s0 + (s1 - s0) * (when - t0) / (t1 - t0) if t1 > t0 else s1
+
+
+class StealSampler:
+    """Samples the machine's stolen core-seconds every `interval_s` on a thread while a child runs (its wait
+    releases the interpreter), so each epoch's share can be told from the child's own time stamps."""
+
+    def __init__(self, stat: Path = PROC_STAT, interval_s: float = 0.5) -> None:
+        self.stat, self.interval_s = stat, interval_s
+        self.samples: list[list[float]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.ticks_per_s = os.sysconf("SC_CLK_TCK")
+
+    def sample(self) -> None:
+        times = CpuTimes.read(self.stat)
+        if times is not None:
+            self.samples.append([time.time(), times.steal / self.ticks_per_s])
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> StealSampler:
+        self.sample()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self.sample()
+
+    @property
+    def total_s(self) -> float | None:
+        return self.samples[-1][1] - self.samples[0][1] if len(self.samples) >= 2 else None
+
+    def relative(self) -> list[list[float]]:
+        """The samples from 0 at the start, rounded (the JSON keeps every run's)."""
+        first = self.samples[0][1] if self.samples else 0.0
+        return [[round(t, 2), round(v - first, 2)] for t, v in self.samples]
+
 
 def steady(durations: list[float]) -> float | None:
     return statistics.median(durations[1:] if len(durations) > 1 else durations) if durations else None
@@ -204,15 +281,12 @@ def run_process(
     /proc/stat the time the hypervisor stole from the machine's cores meanwhile (another guest's load, which no
     process here can see or avoid: a run with much of it is slow for a reason outside it)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("w") as out:
-        before = CpuTimes.read(stat)
+    with log_file.open("w") as out, StealSampler(stat) as steal:
         launched = time.time()
         child = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(child.pid, 0)
         ended = time.time()
-        after = CpuTimes.read(stat)
     child.returncode = os.waitstatus_to_exitcode(status)
-    steal = (after.steal - before.steal) / os.sysconf("SC_CLK_TCK") if before and after else None
     return ProcessRun(
         launched,
         ended,
@@ -222,7 +296,9 @@ def run_process(
         usage.ru_stime,
         usage.ru_minflt,
         (usage.ru_nvcsw, usage.ru_nivcsw),
-        steal,
+        steal.total_s,
+        steal=steal.relative(),
+        cores=os.cpu_count(),
     )
 
 
