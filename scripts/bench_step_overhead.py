@@ -80,6 +80,8 @@ class PairedBlocks(L.Callback):
         self.block_start = time.perf_counter()
 
     def report(self) -> str:
+        if not self.zoo_ms:
+            return "no pair of blocks timed: the epoch has fewer than two blocks of batches (lower --block)"
         ratios = [z / p for z, p in zip(self.zoo_ms, self.plain_ms, strict=True)]
         return "\n".join([
             "cnn_zoo ms/step: " + " ".join(f"{v:.2f}" for v in self.zoo_ms),

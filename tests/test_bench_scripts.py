@@ -1,0 +1,50 @@
+"""The start-up and step-overhead benchmarks run end to end on the MNIST fixture (their figures are not checked:
+timings belong in the benchmarks' reports, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, arguments: list[str], data_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(data_dir), "CNN_ZOO_CACHE_DIR": str(cwd / "cache")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *arguments],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+    )  # fmt: skip
+
+
+def test_the_startup_benchmark_times_cnn_zoo_to_its_first_step_and_help_as_a_whole(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    result = run_script(
+        "bench_startup.py", ["--ways", "zoo", "help", "--rounds", "1", "--out", "out"], mnist_root, tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "out" / "startup.json").read_text())
+    rows = {row["way"]: row for row in report["summary"]}
+    assert rows["zoo"]["runs"] == rows["help"]["runs"] == "1/1"
+    zoo_run = next(run for run in report["runs"] if run["way"] == "zoo")
+    # the zoo's start-up ends at its first training step, inside the process's lifetime
+    assert zoo_run["launched"] < zoo_run["first_step"] < zoo_run["ended"]
+    assert 0 < rows["zoo"]["median s"] < zoo_run["ended"] - zoo_run["launched"]
+    assert "cnn_zoo's own part: not measured" in report["notes"][1]  # the deps way did not run
+    assert (tmp_path / "out" / "startup.md").is_file()
+
+
+def test_the_step_overhead_benchmark_times_paired_blocks_of_both_loops(mnist_root: Path, tmp_path: Path) -> None:
+    arguments = ["--block", "3", "--blocks", "2", "--", "experiment=mnist_cnn", "data.batch_size=4",
+                 "callbacks.rich_progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    result = run_script("bench_step_overhead.py", arguments, mnist_root, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split(":")[0]: line for line in result.stdout.splitlines()}
+    assert len(lines["cnn_zoo ms/step"].split(":")[1].split()) == 2  # one figure per block
+    assert len(lines["plain   ms/step"].split(":")[1].split()) == 2
+    assert "median of the 2 paired blocks" in lines["median"]
