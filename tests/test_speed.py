@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset, random_split
 
 from cnn_zoo import performance
 from cnn_zoo.benchmark import ProcessRun, reported, run_process, zoo_stamps
-from cnn_zoo.data.batches import TensorBatches, stacked, tensor_batches
+from cnn_zoo.data.batches import CompactImages, TensorBatches, stacked, tensor_batches
+from cnn_zoo.data.mnist import PixelScaling
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.training_progress import EpochLog, epoch_line, progress_bar
 
@@ -51,6 +52,37 @@ def test_datamodule_loader_serves_mnist_whole_batches(compose_cfg, mnist_root: P
     x, y = next(iter(loader))
     assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (32,) and y.dtype == torch.int64
     assert sum(len(b[1]) for b in datamodule.val_dataloader()) == 60
+
+
+def test_compact_images_serve_batches_and_samples_through_their_transform() -> None:
+    pixels, labels = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8), torch.arange(40)
+    dataset = CompactImages(pixels, labels, transform=PixelScaling(0.5, 0.25))
+    train, _ = random_split(dataset, [30, 10], generator=torch.Generator().manual_seed(0))
+    batched = tensor_batches(train)
+    assert isinstance(batched, TensorBatches)
+    x, y = batched.__getitems__([0, 5, 7])
+    rows = torch.as_tensor(train.indices)[[0, 5, 7]]
+    assert x.dtype == torch.float32 and torch.equal(y, labels[rows])
+    assert torch.allclose(x, (pixels[rows].float() / 255 - 0.5) / 0.25)
+    sample, label = dataset[3]
+    assert sample.dtype == torch.float32 and sample.shape == (1, 4, 4) and int(label) == 3
+
+
+def test_mnist_keeps_uint8_digits_and_serves_the_values_of_normalising_the_whole_set(mnist_root: Path) -> None:
+    from torchvision.datasets import MNIST
+
+    from cnn_zoo.data.mnist import MNIST_MEAN, MNIST_STD, MNISTDataModule
+
+    datamodule = MNISTDataModule(data_dir=str(mnist_root), batch_size=16, val_size=60, download=False)
+    datamodule.setup("fit")
+    assert datamodule.train_set.dataset.tensors[0].dtype == torch.uint8  # a quarter of float32's memory
+    # what the whole set normalised at once (the earlier way) holds, bit for bit
+    whole = MNIST(str(mnist_root), train=True).data.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
+    x, y = next(iter(datamodule.val_dataloader()))
+    assert x.dtype == torch.float32 and torch.equal(x, whole[datamodule.val_set.indices[:16]])
+    test_whole = MNIST(str(mnist_root), train=False).data.float().div_(255.0).sub_(MNIST_MEAN).div_(MNIST_STD)
+    sample, _ = datamodule.test_set[7]
+    assert torch.equal(sample, test_whole[7].unsqueeze(0))
 
 
 @pytest.mark.parametrize(

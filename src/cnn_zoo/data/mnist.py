@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import TensorDataset, random_split
+from torch.utils.data import random_split
 from torchvision.datasets import MNIST
 
 from cnn_zoo.data.base import ZooDataModule, renamed, resolve_dir
+from cnn_zoo.data.batches import CompactImages
 from cnn_zoo.data.spec import DataSpec, DataStats, ImagePreprocessing
 from cnn_zoo.errors import CnnZooError
 
@@ -29,8 +31,24 @@ def missing_raw_files(raw_dir: Path) -> list[str]:
     return [name for name in RAW_FILES if not (raw_dir / name).is_file() and not (raw_dir / f"{name}.gz").is_file()]
 
 
+@dataclass(frozen=True)
+class PixelScaling:
+    """uint8 pixels to the network's float32 input, `(x / 255 - mean) / std`, for a batch or a sample.
+
+    Applied as batches leave memory, not once to the whole set: the digits stay uint8 (55 MB instead of 220), and
+    start-up skips a pass over 70,000 images that cost 0.1-0.4 s, mostly first-touch page faults. The same
+    operations in the same order as on the whole set, so the same values to the last bit.
+    """
+
+    mean: float
+    std: float
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.float().div_(255.0).sub_(self.mean).div_(self.std)
+
+
 class MNISTDataModule(ZooDataModule):
-    """The 60,000/10,000 digits, held in memory as normalised tensors (fast on a CPU).
+    """The 60,000/10,000 digits, held in memory as uint8 and normalised batch by batch (fast on a CPU).
 
     `val_size` images are held out of the training split with `seed`; `digits` keeps a subset of
     classes (relabelled 0..k-1), which the transfer-learning benchmark uses.
@@ -92,15 +110,16 @@ class MNISTDataModule(ZooDataModule):
         self.prepare_data()
         train_x, train_y = self.load_split(train=True)
         test_x, test_y = self.load_split(train=False)
-        train = TensorDataset(train_x, train_y)
+        mean, std = (MNIST_MEAN, MNIST_STD) if self.normalize == "standard" else (0.0, 1.0)
+        scaling = PixelScaling(mean, std)
         if self.train_per_class:
-            train = TensorDataset(*self.per_class_subset(train_x, train_y, int(self.train_per_class)))
+            train_x, train_y = self.per_class_subset(train_x, train_y, int(self.train_per_class))
+        train = CompactImages(train_x, train_y, transform=scaling)
         wanted = round(self.val_size * len(train)) if self.val_size < 1 else int(self.val_size)
         n_val = min(wanted, len(train) // 5)
         generator = torch.Generator().manual_seed(self.seed)
         self.train_set, self.val_set = random_split(train, [len(train) - n_val, n_val], generator=generator)
-        self.test_set = TensorDataset(test_x, test_y)
-        mean, std = (MNIST_MEAN, MNIST_STD) if self.normalize == "standard" else (0.0, 1.0)
+        self.test_set = CompactImages(test_x, test_y, transform=scaling)
         # tensors are prepared here; the preprocessing says how a 28x28 digit image file becomes the same tensor
         self.spec = DataSpec(
             kind="image",
@@ -114,6 +133,7 @@ class MNISTDataModule(ZooDataModule):
         )
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's images as uint8 (N, 1, 28, 28) and its labels (relabelled to the kept digits)."""
         try:
             dataset = MNIST(str(self.data_dir), train=train, download=False)
         except Exception as err:
@@ -124,9 +144,7 @@ class MNISTDataModule(ZooDataModule):
         keep = torch.isin(labels, torch.tensor(self.digits))
         images, labels = images[keep], labels[keep]
         labels = torch.searchsorted(torch.tensor(self.digits), labels)
-        mean, std = (MNIST_MEAN, MNIST_STD) if self.normalize == "standard" else (0.0, 1.0)
-        x = images.float().div_(255.0).sub_(mean).div_(std).unsqueeze(1)
-        return x, labels
+        return images.unsqueeze(1), labels
 
     def per_class_subset(self, x: torch.Tensor, y: torch.Tensor, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `per_class` images of each class after a seeded shuffle: few-label experiments."""
