@@ -139,6 +139,27 @@ def test_resume_continues_from_the_checkpoint_epoch(compose_cfg, mnist_root: Pat
     assert torch.load(last, weights_only=True)["global_step"] == 16  # the second epoch only, not both again
 
 
+def test_a_run_stopped_by_max_steps_before_its_first_validation_still_finishes(
+    compose_cfg, mnist_root: Path, tmp_path: Path
+) -> None:
+    """Early stopping watches val/acc; a run whose step budget ends inside the first epoch has none to watch."""
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "+trainer.max_steps=3", "logger=none"))
+    assert cfg.callbacks.early_stopping.monitor == "val/acc"
+    metrics = train(cfg)
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_early_stopping_ends_the_run_after_its_patience_without_improvement(
+    compose_cfg, mnist_root: Path, tmp_path: Path
+) -> None:
+    """An improvement of a whole point of accuracy never comes: the second epoch's validation stops the run."""
+    overrides = ["trainer.max_epochs=4", "logger=none", "test=false", "callbacks.early_stopping.patience=0"]
+    cfg = compose_cfg(*mnist_overrides(mnist_root, *overrides, "callbacks.early_stopping.min_delta=1.0"))
+    train(cfg)
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 16
+
+
 def test_missing_data_folder_is_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     env = {**os.environ, "CNN_ZOO_DATA_DIR": str(missing)}
