@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cnn_zoo import performance
 from cnn_zoo.benchmark import (
     ProcessRun,
     machine,
@@ -50,7 +51,7 @@ from cnn_zoo.benchmark import (
     write_report,
     zoo_stamps,
 )
-from cnn_zoo.performance import fast_enabled, openmp_choice
+from cnn_zoo.performance import fast_enabled
 
 ROOT = Path(__file__).resolve().parents[1]
 KERAS_DIR = ROOT / "scripts" / "keras_course"
@@ -190,7 +191,7 @@ def main() -> None:
     accelerator = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("trainer.accelerator=")), "auto")
     fast = fast_enabled("auto", accelerator)
     notes = [
-        f"Machine: {machine()}. Load average at the start: {os.getloadavg()[0]:.1f}. {openmp_choice}.",
+        f"Machine: {machine()}. Load average at the start: {os.getloadavg()[0]:.1f}. {performance.openmp_choice}.",
         f"`fast=auto` here: {'bf16 autocast + channels_last' if fast else 'float32 (no bf16 units detected)'}.",
         keras_note,
         f"{args.rounds} rounds x {args.epochs} epochs, ways alternating {' '.join(ways)}"

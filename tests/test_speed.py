@@ -85,6 +85,54 @@ def test_mnist_keeps_uint8_digits_and_serves_the_values_of_normalising_the_whole
     assert torch.equal(sample, test_whole[7].unsqueeze(0))
 
 
+def test_idx_files_read_as_torchvision_reads_them_plain_or_gzipped(mnist_root: Path, tmp_path: Path) -> None:
+    import gzip
+
+    from torchvision.datasets import MNIST
+
+    from cnn_zoo.data.mnist import RAW_FILES, MNISTDataModule, read_idx
+
+    raw = mnist_root / "MNIST" / "raw"
+    reference = MNIST(str(mnist_root), train=True)
+    images = read_idx(raw / "train-images-idx3-ubyte")
+    assert images.dtype == torch.uint8 and torch.equal(images, reference.data)
+    assert torch.equal(read_idx(raw / "train-labels-idx1-ubyte").long(), reference.targets)
+    zipped = tmp_path / "MNIST" / "raw"  # only the gzipped originals, as LeCun's site serves them
+    zipped.mkdir(parents=True)
+    for name in RAW_FILES:
+        (zipped / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+    datamodule = MNISTDataModule(data_dir=str(tmp_path), val_size=60, download=False)
+    datamodule.setup("fit")
+    assert torch.equal(datamodule.train_set.dataset.tensors[0].squeeze(1), reference.data)
+    subset = MNISTDataModule(data_dir=str(mnist_root), val_size=0, download=False, digits=[3, 7])
+    subset.setup("fit")
+    labels = subset.train_set.dataset.tensors[1]
+    assert set(labels.tolist()) == {0, 1}
+    assert len(labels) == int(torch.isin(reference.targets, torch.tensor([3, 7])).sum())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: data[:-5], "holds other than the 784 bytes"),
+        (lambda data: data + b"x", "holds other than the 784 bytes"),
+        (lambda data: b"\x00\x00\x0d\x03" + data[4:], "not an IDX file of unsigned bytes (it starts 00000d03)"),
+        (lambda data: data[:6], "ends inside its header"),
+        (lambda data: b"", "it starts empty"),
+    ],
+)
+def test_a_damaged_idx_file_is_one_clear_error(tmp_path: Path, damage, message: str) -> None:
+    from cnn_zoo.data.mnist import MNISTDataModule
+    from tests.fixtures import make_mnist
+
+    make_mnist(tmp_path, n_train=1, n_test=1)
+    path = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CnnZooError, match="cannot read MNIST IDX files in .*Replace them with the original") as err:
+        MNISTDataModule(data_dir=str(tmp_path), val_size=0, download=False).setup("fit")
+    assert message in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [({"avx2", "avx512_bf16"}, True), ({"avx2", "amx_bf16", "amx_tile"}, True), ({"avx2", "avx512f"}, False)],
@@ -156,7 +204,7 @@ def test_openmp_threads_spin_briefly_on_idle_cores_and_sleep_on_busy_ones() -> N
 
 
 def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
-    code = "import os, cnn_zoo; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    code = "import os, cnn_zoo, torch; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
     unset = (*performance.OPENMP_SETTINGS, performance.CHOICE_VARIABLE)
     env = {k: v for k, v in os.environ.items() if k not in unset}
     mine = subprocess.run(
@@ -169,6 +217,40 @@ def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
     assert mine.stdout.split() == ["ACTIVE", "None"]
     chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert chosen.stdout.split() in (["None", "10000"], ["PASSIVE", "None"])
+
+
+def test_the_openmp_choice_is_made_as_torch_is_first_imported_and_not_before() -> None:
+    """The look at the cores' load runs while the process imports and composes, not in a 0.1 s pause of its own."""
+    code = (
+        "import os, sys, cnn_zoo\n"
+        "from cnn_zoo import performance\n"
+        "hook = lambda: any(isinstance(f, performance.ChooseOpenMPBeforeTorch) for f in sys.meta_path)\n"
+        "print(os.environ.get('CNN_ZOO_OPENMP_CHOICE'), hook(), performance.openmp_choice.reason)\n"
+        "import torch\n"
+        "print(bool(os.environ.get('CNN_ZOO_OPENMP_CHOICE')), hook(), performance.openmp_choice.reason)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (*performance.OPENMP_SETTINGS, performance.CHOICE_VARIABLE)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    before, after = out.stdout.splitlines()
+    assert before == "None True to be chosen when torch is imported"
+    assert after.startswith("True False ") and "of the cores idle at start" in after
+
+
+def test_the_load_seen_leaves_out_this_processs_own_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Busy ticks of our own (importing, composing the config) are not a neighbour's load."""
+    stat = tmp_path / "stat"
+    write_cpu_times(stat, idle=1000, total=2000)
+    ticks = iter([500.0, 530.0])
+    monkeypatch.setattr(performance, "own_cpu_ticks", lambda: next(ticks))
+    sample = performance.LoadSample.start(stat)
+    write_cpu_times(stat, idle=1070, total=2100)  # 100 ticks on all cores: 70 idle, 30 of them ours
+    assert sample.idle_share_of_others() == pytest.approx(1.0)
+    ticks = iter([500.0, 500.0])
+    sample = performance.LoadSample.start(stat)
+    write_cpu_times(stat, idle=1130, total=2200)  # 100 ticks: 60 idle, 40 another process's
+    assert sample.idle_share_of_others() == pytest.approx(0.6)
+    ticks = iter([0.0])
+    assert performance.LoadSample.start(tmp_path / "absent").idle_share_of_others() is None
 
 
 @pytest.mark.parametrize("enabled", [True, False])

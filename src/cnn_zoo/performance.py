@@ -9,10 +9,11 @@ slower than float32) it stays float32. Resolved when the config is, so the run f
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,39 @@ class CpuTimes:
 
 def idle_share(stat: Path = PROC_STAT, interval_s: float = 0.1) -> float | None:
     """The share of all cores idle over `interval_s` (Linux /proc/stat); None where it cannot be read."""
-    before = CpuTimes.read(stat)
+    sample = LoadSample.start(stat)
     time.sleep(interval_s)
-    after = CpuTimes.read(stat)
-    if before is None or after is None or after.total <= before.total:
-        return None
-    return (after.idle - before.idle) / (after.total - before.total)
+    return sample.idle_share_of_others()
+
+
+def own_cpu_ticks() -> float:
+    """This process's CPU time so far (all its threads), in /proc/stat's clock ticks."""
+    times = os.times()
+    return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """The cores' times and this process's own CPU time at one moment: how idle the machine was since, apart from
+    this process (which is busy importing meanwhile), is the load that OpenMP's threads will share the cores with."""
+
+    stat: Path
+    cores: CpuTimes | None
+    own_ticks: float
+    at: float
+
+    @classmethod
+    def start(cls, stat: Path = PROC_STAT) -> LoadSample:
+        return cls(stat, CpuTimes.read(stat), own_cpu_ticks(), time.monotonic())
+
+    def idle_share_of_others(self, least_s: float = 0.0) -> float | None:
+        """The share of the cores idle or busy with this process since `start` (at least `least_s` after it)."""
+        time.sleep(max(0.0, least_s - (time.monotonic() - self.at)))
+        after = CpuTimes.read(self.stat)
+        if self.cores is None or after is None or after.total <= self.cores.total:
+            return None
+        ours = max(0.0, own_cpu_ticks() - self.own_ticks)
+        return min(1.0, (after.idle - self.cores.idle + ours) / (after.total - self.cores.total))
 
 
 def openmp_settings(environ: Mapping[str, str], idle: float | None) -> OpenMPChoice:
@@ -90,16 +118,43 @@ def openmp_settings(environ: Mapping[str, str], idle: float | None) -> OpenMPCho
     return OpenMPChoice(dict(SLEEP_WHEN_BUSY), f"only {idle:.0%} of the cores idle at start: sleep while waiting")
 
 
-def set_openmp_defaults() -> None:
-    """Choose how OpenMP threads wait, before torch loads (OpenMP reads its settings then); the user's win."""
+LEAST_SAMPLE_S = 0.1  # /proc/stat counts in 10 ms ticks: a shorter look could not tell 80% idle from 100%
+
+
+class ChooseOpenMPBeforeTorch(importlib.abc.MetaPathFinder):
+    """Makes the OpenMP choice the moment `torch` is first imported (OpenMP reads its settings as torch loads), from
+    the load seen since `import cnn_zoo`: the look at the cores overlaps the imports and Hydra's composition in
+    between instead of holding start-up for 0.1 s, and a process that never loads torch (`--help`) never waits."""
+
+    def __init__(self, sample: LoadSample) -> None:
+        self.sample = sample
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: object = None) -> None:
+        if fullname == "torch":
+            sys.meta_path.remove(self)
+            choose_openmp_settings(self.sample.idle_share_of_others(least_s=LEAST_SAMPLE_S))
+        return None  # the usual finders import it
+
+
+def choose_openmp_settings(idle: float | None) -> None:
+    """Set the chosen OpenMP wait settings in the environment, for this process and its children."""
     global openmp_choice
-    if "torch" in sys.modules:
-        return
-    chosen = CHOICE_VARIABLE in os.environ or any(name in os.environ for name in OPENMP_SETTINGS)
-    openmp_choice = openmp_settings(os.environ, None if chosen else idle_share())
+    openmp_choice = openmp_settings(os.environ, idle)
     if openmp_choice.settings:
         os.environ.update(openmp_choice.settings)
         os.environ[CHOICE_VARIABLE] = str(openmp_choice).removeprefix("OpenMP waiting: ")
+
+
+def set_openmp_defaults() -> None:
+    """Choose how OpenMP threads wait, before torch loads (OpenMP reads its settings then); the user's win."""
+    global openmp_choice
+    if "torch" in sys.modules or any(isinstance(f, ChooseOpenMPBeforeTorch) for f in sys.meta_path):
+        return
+    if CHOICE_VARIABLE in os.environ or any(name in os.environ for name in OPENMP_SETTINGS):
+        choose_openmp_settings(None)
+        return
+    openmp_choice = OpenMPChoice({}, "to be chosen when torch is imported")
+    sys.meta_path.insert(0, ChooseOpenMPBeforeTorch(LoadSample.start()))
 
 
 def flush_denormals(enabled: bool = True) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import random_split
 from torchvision.datasets import MNIST
@@ -24,11 +27,35 @@ RAW_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, MNIST's images and labels
 
 
 def missing_raw_files(raw_dir: Path) -> list[str]:
-    """IDX files absent from `raw_dir` (the gzipped originals count: torchvision unpacks them)."""
+    """IDX files absent from `raw_dir` (the gzipped originals count: `read_idx` reads them as they are)."""
     return [name for name in RAW_FILES if not (raw_dir / name).is_file() and not (raw_dir / f"{name}.gz").is_file()]
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file of unsigned bytes (MNIST's format: two zero bytes, type 0x08, the rank, big-endian sizes, the
+    data), plain or gzipped, read straight into a uint8 tensor.
+
+    One copy from the file into memory numpy allocates: torchvision's reader copies twice (the file's bytes, then a
+    bytearray of them), and memory from torch's allocator is first touched on transparent huge pages, which cost
+    MNIST's 47 MB 0.1 s more at start-up here (2026-12-02: 0.13 s against 0.014 s).
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as file:
+        header = file.read(4)
+        if len(header) < 4 or header[:2] != b"\0\0" or header[2] != IDX_UBYTE or not 1 <= header[3] <= 3:
+            raise ValueError(f"{path.name} is not an IDX file of unsigned bytes (it starts {header.hex() or 'empty'})")
+        sizes = file.read(4 * header[3])
+        if len(sizes) < 4 * header[3]:
+            raise ValueError(f"{path.name} ends inside its header")
+        data = np.empty(struct.unpack(f">{header[3]}I", sizes), dtype=np.uint8)
+        count = file.readinto(memoryview(data).cast("B")) if data.size else 0
+        if count != data.size or file.read(1):
+            raise ValueError(f"{path.name} holds other than the {data.size} bytes of data its header gives")
+    return torch.from_numpy(data)
 
 
 @dataclass(frozen=True)
@@ -134,17 +161,25 @@ class MNISTDataModule(ZooDataModule):
 
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The split's images as uint8 (N, 1, 28, 28) and its labels (relabelled to the kept digits)."""
+        prefix = "train" if train else "t10k"
         try:
-            dataset = MNIST(str(self.data_dir), train=train, download=False)
-        except Exception as err:
+            images = read_idx(self.raw_file(f"{prefix}-images-idx3-ubyte"))
+            labels = read_idx(self.raw_file(f"{prefix}-labels-idx1-ubyte")).long()
+            if images.shape[1:] != (28, 28) or labels.dim() != 1 or len(labels) != len(images):
+                raise ValueError(f"{len(labels)} labels for images of shape {tuple(images.shape)}")
+        except (OSError, EOFError, ValueError) as err:
             raise CnnZooError(
                 f"cannot read MNIST IDX files in {self.raw_dir}: {err}. Replace them with the original files"
             ) from err
-        images, labels = dataset.data, dataset.targets
-        keep = torch.isin(labels, torch.tensor(self.digits))
-        images, labels = images[keep], labels[keep]
-        labels = torch.searchsorted(torch.tensor(self.digits), labels)
+        if self.digits != list(range(10)):  # a subset of the classes: keep and relabel those digits only
+            keep = torch.isin(labels, torch.tensor(self.digits))
+            images, labels = images[keep], torch.searchsorted(torch.tensor(self.digits), labels[keep])
         return images.unsqueeze(1), labels
+
+    def raw_file(self, name: str) -> Path:
+        """The IDX file, or its gzipped original where only that is there."""
+        path = self.raw_dir / name
+        return path if path.is_file() or not path.with_name(f"{name}.gz").is_file() else path.with_name(f"{name}.gz")
 
     def per_class_subset(self, x: torch.Tensor, y: torch.Tensor, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `per_class` images of each class after a seeded shuffle: few-label experiments."""

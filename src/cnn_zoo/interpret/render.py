@@ -9,13 +9,15 @@ import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from cnn_zoo.interpret.activations import FeatureMaps
+if TYPE_CHECKING:  # not imported at run time: the training callbacks use this module, and captum costs 0.06 s
+    from cnn_zoo.interpret.activations import FeatureMaps
 
 DPI = 110
 
