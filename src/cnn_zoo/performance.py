@@ -76,9 +76,11 @@ def idle_share(stat: Path = PROC_STAT, interval_s: float = 0.1) -> float | None:
 
 
 def own_cpu_ticks() -> float:
-    """This process's CPU time so far (all its threads), in /proc/stat's clock ticks."""
+    """This process's CPU time so far (all its threads), in /proc/stat's clock ticks (100 a second where the
+    platform does not say)."""
     times = os.times()
-    return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
+    sysconf = getattr(os, "sysconf", None)  # absent on Windows, which has no /proc/stat either
+    return (times.user + times.system) * (sysconf("SC_CLK_TCK") if sysconf else 100)
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,16 @@ class ChooseOpenMPBeforeTorch(importlib.abc.MetaPathFinder):
 
     def __init__(self, sample: LoadSample) -> None:
         self.sample = sample
+        self.done = False  # it stays in sys.meta_path: removing it could make another thread's import skip a finder
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: object = None) -> None:
-        if fullname == "torch":
-            sys.meta_path.remove(self)
-            choose_openmp_settings(self.sample.idle_share_of_others(least_s=LEAST_SAMPLE_S))
+        if fullname == "torch" and not self.done:
+            self.done = True
+            try:
+                idle = self.sample.idle_share_of_others(least_s=LEAST_SAMPLE_S)
+            except Exception:  # noqa: BLE001  (nothing here may stop torch from importing: OpenMP's defaults then)
+                idle = None
+            choose_openmp_settings(idle)
         return None  # the usual finders import it
 
 
@@ -149,7 +156,7 @@ def set_openmp_defaults() -> None:
     """Choose how OpenMP threads wait, before torch loads (OpenMP reads its settings then); the user's win."""
     global openmp_choice
     if "torch" in sys.modules or any(isinstance(f, ChooseOpenMPBeforeTorch) for f in sys.meta_path):
-        return
+        return  # already chosen, or to be chosen by the hook an earlier call installed
     if CHOICE_VARIABLE in os.environ or any(name in os.environ for name in OPENMP_SETTINGS):
         choose_openmp_settings(None)
         return
