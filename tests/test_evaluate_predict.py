@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from cnn_zoo import startup_gc
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import compose_train_config
 from cnn_zoo.data.spec import DataSpec
@@ -112,6 +114,17 @@ def test_predict_csv_matches_the_model_on_the_datamodules_eval_tensors(trained: 
         assert torch.allclose(got, expected, atol=1e-5)
         assert row["predicted"] == ["cats", "dogs"][int(expected.argmax())]
     assert sum(r["predicted"] == "cats" for r in rows) > len(rows) / 2
+
+
+def test_predict_collects_garbage_again_once_it_starts_predicting(trained: dict, tmp_path: Path) -> None:
+    """The command's start-up pause of the collector (cnn_zoo.startup_gc) ends before the first batch."""
+    image = next((trained["data"] / "test" / "dogs").iterdir())
+    try:
+        with startup_gc.paused_during_startup():
+            predict(config("predict", tmp_path, f"ckpt_path={trained['ckpt']}", f"input={image}"))
+            assert gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_predict_a_single_file_with_tta(trained: dict, tmp_path: Path) -> None:

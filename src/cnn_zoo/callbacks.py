@@ -7,6 +7,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import RichModelSummary
 
+from cnn_zoo import startup_gc
+
 
 class NetworkSummary(RichModelSummary):
     """Keras-style `model.summary()`: the network's layers with output shapes and trainable/frozen counts.
@@ -20,3 +22,21 @@ class NetworkSummary(RichModelSummary):
             name: layer for name, layer in summary._layer_summary.items() if name.split(".")[0] == "net"
         }
         return summary
+
+
+class ResumeCollection(L.Callback):
+    """Ends a command's start-up pause of the garbage collector (`cnn_zoo.startup_gc`) when a loop starts:
+    training after its sanity check, validation, test or prediction."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        startup_gc.resume()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            startup_gc.resume()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        startup_gc.resume()
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        startup_gc.resume()

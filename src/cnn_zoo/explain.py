@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from cnn_zoo import startup_gc
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.cli import entry_point
 from cnn_zoo.errors import CnnZooError
@@ -131,6 +132,7 @@ def explain(cfg: DictConfig) -> Path:
     explainer = Explainer(model, view, cfg, folder)
     samples = view.load(cfg.input, int(cfg.max_inputs), cfg.get("start"))
     entries, seconds = [], []
+    startup_gc.resume()  # drawing makes cyclic garbage (matplotlib figures)
     for sample in samples:
         begin = time.perf_counter()
         with torch.no_grad():

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from cnn_zoo import startup_gc
 from cnn_zoo.cli import entry_point
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
@@ -132,6 +133,7 @@ def export(cfg: DictConfig) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{cfg.name}{FORMATS[fmt]}"
     example = example_input(spec)
+    startup_gc.resume()  # tracing and export make cyclic garbage
     with torch.no_grad():
         export_module(module, example, fmt, path, bool(cfg.get("dynamo", False)), cfg.get("opset"))
         check = example_input(spec, batch=5, seed=1)  # another batch size: the batch axis is dynamic

@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
+from cnn_zoo.callbacks import ResumeCollection
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
@@ -66,7 +67,7 @@ def build_classifier(cfg: DictConfig, data: DataSpec | dict[str, Any]) -> Classi
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += list(extra_callbacks)
+    callbacks += [*extra_callbacks, ResumeCollection()]  # not a config choice: how a command's start-up ends
     loggers = [instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from cnn_zoo import startup_gc
 from cnn_zoo.cli import entry_point
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.spec import DataSpec
@@ -118,6 +119,7 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     class_names = list(predictor.spec.class_names)
     unreadable = Unreadable()
     rows, outputs = [], []
+    startup_gc.resume()
     for batch in batches(predictor.spec, cfg, unreadable):
         rows += batch.ids
         outputs.append(predictor.probabilities(batch.x).float())
