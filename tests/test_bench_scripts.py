@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cnn_zoo.performance import CHOICE_VARIABLE, OPENMP_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +46,16 @@ def test_the_startup_benchmark_times_cnn_zoo_to_its_first_step_and_help_as_a_who
     assert "of the cores idle at start" in (tmp_path / "out" / "startup_runs" / "zoo_0" / "train.log").read_text()
 
 
-def test_the_step_overhead_benchmark_times_paired_blocks_of_both_loops(mnist_root: Path, tmp_path: Path) -> None:
-    arguments = ["--block", "3", "--blocks", "2", "--", "experiment=mnist_cnn", "data.batch_size=4",
+@pytest.mark.parametrize("way", ["cnn_zoo", "bare Lightning"])
+def test_the_step_overhead_benchmark_times_paired_blocks_of_both_loops(
+    mnist_root: Path, tmp_path: Path, way: str
+) -> None:
+    bare = ["--bare"] if way == "bare Lightning" else []
+    arguments = [*bare, "--block", "3", "--blocks", "2", "--", "experiment=mnist_cnn", "data.batch_size=4",
                  "callbacks.rich_progress_bar=null", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
     result = run_script("bench_step_overhead.py", arguments, mnist_root, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = {line.split(":")[0]: line for line in result.stdout.splitlines()}
-    assert len(lines["cnn_zoo ms/step"].split(":")[1].split()) == 2  # one figure per block
-    assert len(lines["plain   ms/step"].split(":")[1].split()) == 2
-    assert "median of the 2 paired blocks" in lines["median"]
+    assert len(lines[f"{way} ms/step"].split(":")[1].split()) == 2  # one figure per block
+    assert len(lines["plain ms/step"].split(":")[1].split()) == 2
+    assert f"{way}/plain median of the 2 paired blocks" in lines["median"]
