@@ -21,6 +21,7 @@ from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
 from cnn_zoo.options import check_data_options
 from cnn_zoo.profiling import NoProfiler
 
@@ -72,7 +73,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}  # none asked: none paid for
-    return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **profiler)
+    trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **profiler)
+    skip_idle_batch_hooks(trainer.callbacks)  # with the progress bar and summary Lightning adds
+    return trainer
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
