@@ -53,3 +53,11 @@ class PhaseRecorder(L.Callback):
             "groups": [(g.get("name"), g["lr"], sum(p.numel() for p in g["params"])) for g in optimizer.param_groups],
             "backbone_training": {n for n, m in net.backbone.named_modules() if m.training},
         }
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where the run's `LatestCheckpoint` wrote `last.ckpt`."""
+    from cnn_zoo.checkpointing import LatestCheckpoint
+
+    latest = next(c for c in trainer.checkpoint_callbacks if isinstance(c, LatestCheckpoint))
+    return Path(latest.last_model_path)

@@ -139,6 +139,25 @@ def test_resume_continues_from_the_checkpoint_epoch(compose_cfg, mnist_root: Pat
     assert torch.load(last, weights_only=True)["global_step"] == 16  # the second epoch only, not both again
 
 
+def test_each_epoch_writes_last_ckpt_once_and_the_best_only_when_it_improves(
+    compose_cfg, mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitoring checkpoint leaves last.ckpt to LatestCheckpoint: one write of each state, not two."""
+    from cnn_zoo import checkpointing
+
+    written: list[str] = []
+    write = checkpointing.write_atomic
+    monkeypatch.setattr(
+        checkpointing, "write_atomic", lambda path, content: (written.append(Path(path).name), write(path, content))
+    )
+    cfg = compose_cfg(*mnist_overrides(mnist_root, "trainer.max_epochs=3", "logger=none", "test=false"))
+    train(cfg)
+    assert written.count("last.ckpt") == 3
+    best = [name for name in written if name.startswith("epoch_")]
+    assert 1 <= len(best) <= 3 and len(written) == 3 + len(best)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == sorted({best[-1], "last.ckpt"})
+
+
 def test_a_run_stopped_by_max_steps_before_its_first_validation_still_finishes(
     compose_cfg, mnist_root: Path, tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from cnn_zoo.models.transfer import TransferNet, count
 from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer
 from tests.conftest import FAST
 from tests.fixtures import make_image_folder
-from tests.fixtures_transfer import TINY, PhaseRecorder, library_state, write_state
+from tests.fixtures_transfer import TINY, PhaseRecorder, last_checkpoint_path, library_state, write_state
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +252,7 @@ def test_phase_switch_at_the_configured_epoch_and_after_resume(compose_cfg, pets
     frozen = recorder.epochs[0]
     assert frozen["trainable"] == set() and frozen["backbone_training"] == set()
     assert [name for name, _, _ in frozen["groups"]] == ["head", "backbone"]  # the layout is fixed from the start
-    last = Path(trainer.checkpoint_callback.last_model_path)
+    last = last_checkpoint_path(trainer)
     before = {k: v.clone() for k, v in model.net.backbone.state_dict().items()}
 
     # a fresh process's view: a new model from the config, resumed from the checkpoint at epoch 1 (>= freeze_epochs)
@@ -282,7 +282,7 @@ def test_checkpoint_rebuilds_without_fetching_pretrained_weights(compose_cfg, pe
     cfg = image_cfg(compose_cfg, pets, "resnet50_frozen", "model.net.arch=resnet18", "trainer.max_epochs=1")
     model, trainer = fit(cfg)
     (offline / "resnet18-f37072fd.pth").unlink()  # e.g. predicting on another machine
-    restored = load_classifier(trainer.checkpoint_callback.last_model_path)
+    restored = load_classifier(last_checkpoint_path(trainer))
     assert restored.hparams.net["weights"] == "imagenet"  # the record of what training started from
     x = torch.randn(2, 3, 32, 32)
     model.eval()

@@ -2,8 +2,9 @@
 
 `LatestCheckpoint` (`conf/callbacks/last_checkpoint.yaml`) writes `last.ckpt` at the end of every epoch and,
 optionally, every N training steps. Lightning's own `save_last` only refreshes it when a top-k checkpoint is saved,
-so after epochs that did not improve the monitored metric it lags behind, and a resumed run would redo them (the
-monitoring callback keeps `save_last: true`, so its `last_model_path` still names the file; both write the same state).
+so after epochs that did not improve the monitored metric it lags behind, and a resumed run would redo them. The
+monitoring callback has `save_last: false`: with it on, every improving epoch wrote `last.ckpt` twice (a 15 MB
+IMDB model 20-40 ms each, a fine-tuned VGG16 0.5 GB each). `ckpt_path=last` finds the file by its name either way.
 
 `AtomicCheckpointIO` (a Lightning CheckpointIO plugin, `conf/trainer/default.yaml`) writes each checkpoint to a
 temporary file in the same folder, fsyncs it and renames it over the target: a process killed during a save
