@@ -95,9 +95,14 @@ def keras_interpreter(requested: str | None) -> tuple[str | None, str]:
 
 
 def child_env() -> dict[str, str]:
-    """This checkout's sources first on the path, so the children run the code being measured."""
+    """This checkout's sources first on the path, so the children run the code being measured; without this
+    process's own OpenMP choice, so that each run makes its own, as a user's launch does (how long OpenMP spins
+    depends on the run's DataLoader workers). Settings of yours stay, and then hold for every run."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env.pop(performance.CHOICE_VARIABLE, None)
+    for name in performance.openmp_choice.settings:
+        env.pop(name, None)
     return env
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from bench_speed import child_env, keras_interpreter
-from cnn_zoo import performance
 from cnn_zoo.benchmark import (
     ProcessRun,
     machine,
@@ -101,16 +100,6 @@ def own_part(rows: dict[str, dict[str, Any]]) -> str:
     return f"cnn_zoo's own part of its start-up (zoo - deps medians): {zoo - deps:.2f} s of {zoo:.2f} s"
 
 
-def launch_env() -> dict[str, str]:
-    """What a user's launch starts from: without this process's OpenMP choice, which the children would keep
-    instead of making their own (bench_speed's runs keep it, for the same settings in every run)."""
-    env = child_env()
-    env.pop(performance.CHOICE_VARIABLE, None)
-    for name in performance.openmp_choice.settings:
-        env.pop(name, None)
-    return env
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ways", nargs="+", default=list(WAYS), choices=WAYS)
@@ -127,7 +116,7 @@ def main() -> None:
         for way in way_order(ways, round_):
             folder = args.out / "startup_runs" / f"{way}_{round_}"
             shutil.rmtree(folder, ignore_errors=True)  # a run folder from an earlier benchmark: train refuses it
-            run = run_process(command(way, folder, keras_python), folder / "output.log", launch_env())
+            run = run_process(command(way, folder, keras_python), folder / "output.log", child_env())
             if way == "zoo":
                 run = zoo_stamps(run, folder / "train.log", folder / "metrics.json")
             elif way != "help":

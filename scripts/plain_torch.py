@@ -12,24 +12,25 @@ Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end
 
 from __future__ import annotations
 
+# isort: off
+from cnn_zoo import performance  # first: the OpenMP, memory and denormal settings train makes, before torch loads
+# isort: on
 import argparse
 import contextlib
 import json
 import tempfile
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import hydra.utils
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from cnn_zoo import performance
-from cnn_zoo.config import to_plain
-from cnn_zoo.models import build_net
+if TYPE_CHECKING:  # torch loads in main(), once the config has told the OpenMP choice about DataLoader workers
+    import torch
+    from torch import nn
 
 
 def loss_and_hits(net: nn.Module, x: torch.Tensor, y: torch.Tensor, binary: bool) -> tuple[torch.Tensor, int]:
+    import torch.nn.functional as F
+
     logits = net(x)
     if binary:
         logits = logits.squeeze(1)
@@ -40,6 +41,8 @@ def loss_and_hits(net: nn.Module, x: torch.Tensor, y: torch.Tensor, binary: bool
 
 
 def accuracy(net: nn.Module, loader: torch.utils.data.DataLoader, binary: bool, autocast: Callable) -> float:
+    import torch
+
     net.eval()
     hits = total = 0
     device = next(net.parameters()).device
@@ -62,6 +65,13 @@ def main() -> None:
     from cnn_zoo.config import compose_train_config
 
     cfg = compose_train_config(args.overrides, tempfile.mkdtemp(prefix="plain_torch_"))
+    performance.expect_loader_workers(int(cfg.data.get("num_workers") or 0))  # as train does, before torch loads
+    import hydra.utils
+    import torch
+
+    from cnn_zoo.config import to_plain
+    from cnn_zoo.models import build_net
+
     print(performance.flush_denormals(bool(cfg.get("flush_denormal", True))), flush=True)  # the same math as train
     torch.manual_seed(int(cfg.seed))
     datamodule = hydra.utils.instantiate(cfg.data)

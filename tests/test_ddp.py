@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -79,3 +80,18 @@ def test_children_rerun_the_job_of_a_sweep_not_the_sweep(tmp_path: Path, monkeyp
     assert "optimizer.lr=0.01,0.1" not in command
     config = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / "ddp_cpu.yaml")
     assert config.strategy._target_ == f"{HydraDDPStrategy.__module__}.{HydraDDPStrategy.__name__}"
+
+
+@pytest.mark.parametrize(("status", "failed"), [("COMPLETED", False), ("FAILED", True)])
+def test_the_hydra_callback_releases_each_jobs_distributed_state(
+    monkeypatch: pytest.MonkeyPatch, status: str, failed: bool
+) -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from cnn_zoo import distributed
+    from cnn_zoo.job_cleanup import DistributedCleanup
+
+    released: list[bool] = []
+    monkeypatch.setattr(distributed, "release", lambda failed=False: released.append(failed))
+    DistributedCleanup().on_job_end(OmegaConf.create({}), JobReturn(status=JobStatus[status]))
+    assert released == [failed]

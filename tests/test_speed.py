@@ -12,10 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
 from cnn_zoo import performance
 from cnn_zoo.benchmark import ProcessRun, reported, run_process, zoo_stamps
+from cnn_zoo.config import config_dir
 from cnn_zoo.data.batches import CompactImages, TensorBatches, stacked, tensor_batches
 from cnn_zoo.data.mnist import PixelScaling
 from cnn_zoo.errors import CnnZooError
@@ -191,9 +193,13 @@ def test_idle_share_is_read_from_two_samples_of_proc_stat(tmp_path: Path, monkey
     assert performance.idle_share(tmp_path / "absent") is None
 
 
-def test_openmp_threads_spin_briefly_on_idle_cores_and_sleep_on_busy_ones() -> None:
+def test_openmp_threads_spin_on_idle_cores_briefly_beside_loader_workers_and_sleep_on_busy_ones() -> None:
     idle = performance.openmp_settings({}, idle=0.97)
-    assert idle.settings == {"GOMP_SPINCOUNT": "10000"} and "97% of the cores idle" in str(idle)
+    assert idle.settings == {"GOMP_SPINCOUNT": "300000"} and "97% of the cores idle" in str(idle)
+    assert "no DataLoader workers" in str(idle)
+    beside_workers = performance.openmp_settings({}, idle=0.97, loader_workers=2)
+    assert beside_workers.settings == {"GOMP_SPINCOUNT": "10000"} and "2 DataLoader workers" in str(beside_workers)
+    assert performance.openmp_settings({}, idle=0.4, loader_workers=2).settings == {"OMP_WAIT_POLICY": "PASSIVE"}
     busy = performance.openmp_settings({}, idle=0.4)
     assert busy.settings == {"OMP_WAIT_POLICY": "PASSIVE"} and "sleep while waiting" in str(busy)
     assert performance.openmp_settings({}, idle=None).settings == {}
@@ -201,6 +207,31 @@ def test_openmp_threads_spin_briefly_on_idle_cores_and_sleep_on_busy_ones() -> N
     assert mine.settings == {} and str(mine) == "OpenMP waiting: left as they were (set by you)"
     parent = performance.openmp_settings({"CNN_ZOO_OPENMP_CHOICE": "GOMP_SPINCOUNT=10000 (idle)"}, idle=0.1)
     assert parent.settings == {} and "the parent process chose GOMP_SPINCOUNT=10000 (idle)" in str(parent)
+
+
+def test_the_expected_loader_workers_decide_the_choice_made_at_torchs_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    unset = (*performance.OPENMP_SETTINGS, performance.CHOICE_VARIABLE)
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
+    monkeypatch.setattr(performance.os, "environ", environ)
+    monkeypatch.setattr(performance, "openmp_choice", performance.openmp_choice)
+    monkeypatch.setattr(performance, "expected_loader_workers", 0)
+    performance.expect_loader_workers(3)
+    performance.choose_openmp_settings(0.95)
+    assert environ["GOMP_SPINCOUNT"] == "10000" and "3 DataLoader workers" in environ[performance.CHOICE_VARIABLE]
+    del environ["GOMP_SPINCOUNT"], environ[performance.CHOICE_VARIABLE]
+    performance.expect_loader_workers(0)
+    performance.choose_openmp_settings(0.95)
+    assert environ["GOMP_SPINCOUNT"] == "300000"
+
+
+def test_hydras_callbacks_load_no_torch_so_train_tells_openmp_its_workers_first() -> None:
+    """Hydra builds its callbacks before `train` runs; torch loading there would make the choice without the config."""
+    hydra_conf = OmegaConf.load(config_dir() / "hydra" / "default.yaml")
+    modules = sorted({str(c["_target_"]).rpartition(".")[0] for c in hydra_conf.callbacks.values()})
+    assert "cnn_zoo.job_cleanup" in modules
+    code = f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
@@ -216,7 +247,7 @@ def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
     )
     assert mine.stdout.split() == ["ACTIVE", "None"]
     chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert chosen.stdout.split() in (["None", "10000"], ["PASSIVE", "None"])
+    assert chosen.stdout.split() in (["None", "300000"], ["PASSIVE", "None"])
 
 
 def test_the_openmp_choice_is_made_as_torch_is_first_imported_and_not_before() -> None:

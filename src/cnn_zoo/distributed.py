@@ -6,9 +6,10 @@ job of a sweep: the children would re-run the whole sweep (`-m`, or `hparams_sea
 their own. `HydraDDPStrategy` starts them instead with the job's own overrides, in RUN mode, writing into the
 job's output folder without a `.hydra/` of their own (`hydra.output_subdir=null`); only rank zero writes files.
 
-`DistributedCleanup` (a Hydra callback, `conf/hydra/default.yaml`) ends each job cleanly: it waits for (or, after
-a failure, stops) the child processes, destroys the process group and restores the DDP environment variables,
-so the next job of a multirun starts its own processes instead of hanging on the previous job's group.
+`release()`, which `cnn_zoo.job_cleanup.DistributedCleanup` (a Hydra callback, `conf/hydra/default.yaml`) calls
+after each job, ends it cleanly: it waits for (or, after a failure, stops) the child processes, destroys the
+process group and restores the DDP environment variables, so the next job of a multirun starts its own processes
+instead of hanging on the previous job's group.
 `ddp_spawn` would avoid the re-launch, but pickles the trainer, and Lightning recommends `ddp`.
 """
 
@@ -18,15 +19,11 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any
 
 import torch.distributed
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
-from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +107,3 @@ def release(failed: bool = False, timeout: float = 120.0) -> None:
                 os.environ[key] = value
         _saved_env = None
 
-
-class DistributedCleanup(Callback):
-    """Hydra callback: `release()` after every job, so a multirun's next job starts from a clean slate."""
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        release(failed=job_return.status != JobStatus.COMPLETED)

@@ -25,8 +25,12 @@ OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # How OpenMP threads wait between kernels decides a small network's speed on a few cores. Measured on 2 cores
 # (mnist_cnn training step, 2026-12-01): spinning briefly, 20-22 ms a step; sleeping (passive), 29-31 ms. With
 # another process busy on one core the order flips: passive 29-34 ms, spinning 44-100 ms (and 102 s for 100 steps
-# on a loaded host). So the threads spin briefly when the cores are idle at start, and sleep otherwise.
-SPIN_WHEN_IDLE = {"GOMP_SPINCOUNT": "10000"}  # libgomp's default is 300,000: long enough to starve a neighbour
+# on a loaded host). So the threads spin when the cores are idle at start, and sleep otherwise. How long they spin
+# depends on whether DataLoader worker processes will share the cores (2026-12-03, 2 cores, alternating runs):
+# without workers libgomp's own 300,000 spins made a mnist_cnn epoch 8% faster than 10,000 (5.32-5.54 s against
+# 5.78-5.99 s); beside cats/dogs' 2 workers they made it 3-10% slower (18.6-19.4 s against 17.4-18.9 s).
+SPIN_WHEN_IDLE = {"GOMP_SPINCOUNT": "300000"}  # libgomp's default, written out so that the log says it
+SPIN_BRIEFLY_BESIDE_WORKERS = {"GOMP_SPINCOUNT": "10000"}  # short enough to leave the workers their core time
 SLEEP_WHEN_BUSY = {"OMP_WAIT_POLICY": "PASSIVE"}
 CHOICE_VARIABLE = "CNN_ZOO_OPENMP_CHOICE"  # child processes (DDP ranks, a benchmark's runs) keep the parent's choice
 IDLE_CORES_NEEDED = 0.8  # the share of the machine's cores idle at start for spinning to pay
@@ -45,6 +49,13 @@ class OpenMPChoice:
 
 
 openmp_choice = OpenMPChoice({}, "not chosen: torch was imported before cnn_zoo")
+expected_loader_workers = 0  # DataLoader worker processes the run will start (`expect_loader_workers`)
+
+
+def expect_loader_workers(count: int) -> None:
+    """Tell the OpenMP choice, before torch is imported, how many DataLoader worker processes will share the cores."""
+    global expected_loader_workers
+    expected_loader_workers = max(0, int(count))
 
 
 PROC_STAT = Path("/proc/stat")
@@ -107,7 +118,7 @@ class LoadSample:
         return min(1.0, (after.idle - self.cores.idle + ours) / (after.total - self.cores.total))
 
 
-def openmp_settings(environ: Mapping[str, str], idle: float | None) -> OpenMPChoice:
+def openmp_settings(environ: Mapping[str, str], idle: float | None, loader_workers: int = 0) -> OpenMPChoice:
     """The OpenMP wait settings to add to `environ`: none where the user or a parent process set them."""
     if CHOICE_VARIABLE in environ:
         return OpenMPChoice({}, f"the parent process chose {environ[CHOICE_VARIABLE]}")
@@ -115,8 +126,11 @@ def openmp_settings(environ: Mapping[str, str], idle: float | None) -> OpenMPCho
         return OpenMPChoice({}, "set by you")
     if idle is None:
         return OpenMPChoice({}, "OpenMP's defaults: the CPU load is not readable here")
+    if idle >= IDLE_CORES_NEEDED and loader_workers:
+        reason = f"{idle:.0%} of the cores idle at start, {loader_workers} DataLoader workers beside: spin briefly"
+        return OpenMPChoice(dict(SPIN_BRIEFLY_BESIDE_WORKERS), reason)
     if idle >= IDLE_CORES_NEEDED:
-        return OpenMPChoice(dict(SPIN_WHEN_IDLE), f"{idle:.0%} of the cores idle at start: spin briefly")
+        return OpenMPChoice(dict(SPIN_WHEN_IDLE), f"{idle:.0%} of the cores idle at start, no DataLoader workers: spin")
     return OpenMPChoice(dict(SLEEP_WHEN_BUSY), f"only {idle:.0%} of the cores idle at start: sleep while waiting")
 
 
@@ -146,7 +160,7 @@ class ChooseOpenMPBeforeTorch(importlib.abc.MetaPathFinder):
 def choose_openmp_settings(idle: float | None) -> None:
     """Set the chosen OpenMP wait settings in the environment, for this process and its children."""
     global openmp_choice
-    openmp_choice = openmp_settings(os.environ, idle)
+    openmp_choice = openmp_settings(os.environ, idle, expected_loader_workers)
     if openmp_choice.settings:
         os.environ.update(openmp_choice.settings)
         os.environ[CHOICE_VARIABLE] = str(openmp_choice).removeprefix("OpenMP waiting: ")

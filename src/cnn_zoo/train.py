@@ -32,6 +32,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     `extra_callbacks` lets scripts (benchmarks) observe a run without a config of their own.
     """
+    performance.expect_loader_workers(int(cfg.data.get("num_workers") or 0))  # before torch loads: OpenMP's waiting
     import lightning as L
 
     from cnn_zoo.checkpointing import resume_checkpoint
