@@ -72,6 +72,7 @@ def main() -> None:
     from cnn_zoo.config import to_plain
     from cnn_zoo.models import build_net
 
+    print(performance.openmp_choice, flush=True)  # the same OpenMP waiting as train chooses for these overrides
     print(performance.flush_denormals(bool(cfg.get("flush_denormal", True))), flush=True)  # the same math as train
     torch.manual_seed(int(cfg.seed))
     datamodule = hydra.utils.instantiate(cfg.data)

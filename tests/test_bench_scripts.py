@@ -59,3 +59,17 @@ def test_the_step_overhead_benchmark_times_paired_blocks_of_both_loops(
     assert len(lines[f"{way} ms/step"].split(":")[1].split()) == 2  # one figure per block
     assert len(lines["plain ms/step"].split(":")[1].split()) == 2
     assert f"{way}/plain median of the 2 paired blocks" in lines["median"]
+
+
+def test_the_plain_loop_trains_validates_and_tests_with_the_openmp_choice_train_makes(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    """The reference loop of bench_speed.py: its own OpenMP choice (made after the config, as train's), its stamps."""
+    arguments = ["--epochs", "2", "experiment=mnist_cnn", "data.batch_size=16", "data.val_size=60"]
+    result = run_script("plain_torch.py", arguments, mnist_root, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OpenMP waiting: " in result.stdout and "torch was imported before cnn_zoo" not in result.stdout
+    bench = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("BENCH "))[len("BENCH ") :])
+    assert len(bench["epochs"]) == len(bench["val_acc"]) == 2
+    assert bench["epochs"][0][0] <= bench["first_step"] <= bench["epochs"][0][1] <= bench["epochs"][1][0]
+    assert 0.0 <= bench["test_acc"] <= 1.0
