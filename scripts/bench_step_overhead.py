@@ -18,9 +18,6 @@ Lightning run of this model: what is left between it and cnn_zoo is cnn_zoo's ow
 
 from __future__ import annotations
 
-# isort: off
-import cnn_zoo  # noqa: F401  (first: the OpenMP, memory and denormal settings train makes, before torch loads)
-# isort: on
 import argparse
 import contextlib
 import copy

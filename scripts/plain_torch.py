@@ -5,15 +5,15 @@
 Composes the same config as `python -m cnn_zoo.train <overrides>` and builds the same datamodule, network and
 optimizer, then trains with nothing else: no Lightning, callbacks, logger or metrics objects; float32 unless
 `--bf16` (autocast, with channels_last for images); in the config's `model.channels_last` layout, with its
-`flush_denormal`, and the memory settings `import cnn_zoo` makes (cnn_zoo.memory): the CPU settings train
-uses, so what is left to compare is the framework. Validates every epoch and tests at the end, as train does.
+`flush_denormal`, and the OpenMP waiting train's entry point chooses: the CPU settings train uses, so what is left
+to compare is the framework. Validates every epoch and tests at the end, as train does.
 Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end and CPU seconds), accuracies.
 """
 
 from __future__ import annotations
 
 # isort: off
-from cnn_zoo import performance  # first: the OpenMP, memory and denormal settings train makes, before torch loads
+from cnn_zoo import performance  # no torch at the top: main() makes train's OpenMP choice before torch loads
 # isort: on
 import argparse
 import contextlib
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (+ channels_last for images)")
     parser.add_argument("overrides", nargs="*", help="cnn_zoo config overrides (the data, model and optimizer)")
     args = parser.parse_args()
+    performance.set_openmp_defaults()  # as train's entry point does
 
     from cnn_zoo.config import compose_train_config
 

@@ -234,8 +234,11 @@ def test_hydras_callbacks_load_no_torch_so_train_tells_openmp_its_workers_first(
     assert out.stdout.strip() == "False"
 
 
-def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
-    code = "import os, cnn_zoo, torch; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+def test_the_entry_points_choice_keeps_the_users_openmp_setting() -> None:
+    code = (
+        "import os; from cnn_zoo import performance; performance.set_openmp_defaults(); import torch; "
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    )
     unset = (*performance.OPENMP_SETTINGS, performance.CHOICE_VARIABLE)
     env = {k: v for k, v in os.environ.items() if k not in unset}
     mine = subprocess.run(
@@ -248,13 +251,17 @@ def test_import_cnn_zoo_keeps_the_users_openmp_setting() -> None:
     assert mine.stdout.split() == ["ACTIVE", "None"]
     chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert chosen.stdout.split() in (["None", "300000"], ["PASSIVE", "None"])
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "CNN_ZOO_TUNE_OPENMP": "0"}, capture_output=True,
+                         text=True, check=True)
+    assert off.stdout.split() == ["None", "None"]
 
 
 def test_the_openmp_choice_is_made_as_torch_is_first_imported_and_not_before() -> None:
     """The look at the cores' load runs while the process imports and composes, not in a 0.1 s pause of its own."""
     code = (
-        "import os, sys, cnn_zoo\n"
+        "import os, sys\n"
         "from cnn_zoo import performance\n"
+        "performance.set_openmp_defaults()\n"
         "hook = lambda: any(isinstance(f, performance.ChooseOpenMPBeforeTorch) and not f.done for f in sys.meta_path)\n"
         "print(os.environ.get('CNN_ZOO_OPENMP_CHOICE'), hook(), performance.openmp_choice.reason)\n"
         "import torch\n"

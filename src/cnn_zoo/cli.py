@@ -17,7 +17,7 @@ import hydra
 from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig
 
-from cnn_zoo import startup_gc
+from cnn_zoo import performance, startup_gc
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.errors import CnnZooError, user_errors
 
@@ -76,6 +76,7 @@ def entry_point(task: Callable[[DictConfig], Any], config_name: str) -> Callable
     run = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(guarded)
 
     def main() -> Any:
+        performance.set_openmp_defaults()  # the command's CPU settings, before torch loads (never at import)
         return hydra_command(run)
 
     return main

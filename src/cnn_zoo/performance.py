@@ -1,5 +1,5 @@
 """The fast path's one switch, `fast=auto|true|false`: bf16 autocast + channels_last where the hardware has bf16;
-and how OpenMP threads wait, chosen at import.
+and how OpenMP threads wait, chosen by the command-line entry points (never by `import cnn_zoo`).
 
 `auto` (the default) turns it on only where bf16 matrix units exist, detected rather than assumed: a CUDA GPU
 that supports bf16, or a CPU with AVX512-BF16 or AMX (oneDNN runs bf16 convolutions natively there, 2-4x faster
@@ -33,6 +33,7 @@ SPIN_WHEN_IDLE = {"GOMP_SPINCOUNT": "300000"}  # libgomp's default, written out 
 SPIN_BRIEFLY_BESIDE_WORKERS = {"GOMP_SPINCOUNT": "10000"}  # short enough to leave the workers their core time
 SLEEP_WHEN_BUSY = {"OMP_WAIT_POLICY": "PASSIVE"}
 CHOICE_VARIABLE = "CNN_ZOO_OPENMP_CHOICE"  # child processes (DDP ranks, a benchmark's runs) keep the parent's choice
+OFF_SWITCH = "CNN_ZOO_TUNE_OPENMP"  # 0: the commands leave OpenMP's own defaults
 IDLE_CORES_NEEDED = 0.8  # the share of the machine's cores idle at start for spinning to pay
 
 
@@ -120,6 +121,8 @@ class LoadSample:
 
 def openmp_settings(environ: Mapping[str, str], idle: float | None, loader_workers: int = 0) -> OpenMPChoice:
     """The OpenMP wait settings to add to `environ`: none where the user or a parent process set them."""
+    if environ.get(OFF_SWITCH) == "0":
+        return OpenMPChoice({}, f"OpenMP's own defaults ({OFF_SWITCH}=0)")
     if CHOICE_VARIABLE in environ:
         return OpenMPChoice({}, f"the parent process chose {environ[CHOICE_VARIABLE]}")
     if any(name in environ for name in OPENMP_SETTINGS):
@@ -167,11 +170,15 @@ def choose_openmp_settings(idle: float | None) -> None:
 
 
 def set_openmp_defaults() -> None:
-    """Choose how OpenMP threads wait, before torch loads (OpenMP reads its settings then); the user's win."""
+    """Choose how OpenMP threads wait, before torch loads (OpenMP reads its settings then); the user's win.
+
+    Called by the command-line entry points only (`cnn_zoo.cli`, `cnn_zoo.train.main`): a process-wide setting is
+    the command's to make, not a library import's. `CNN_ZOO_TUNE_OPENMP=0` leaves OpenMP's defaults.
+    """
     global openmp_choice
     if "torch" in sys.modules or any(isinstance(f, ChooseOpenMPBeforeTorch) for f in sys.meta_path):
         return  # already chosen, or to be chosen by the hook an earlier call installed
-    if CHOICE_VARIABLE in os.environ or any(name in os.environ for name in OPENMP_SETTINGS):
+    if OFF_SWITCH in os.environ or CHOICE_VARIABLE in os.environ or any(n in os.environ for n in OPENMP_SETTINGS):
         choose_openmp_settings(None)
         return
     openmp_choice = OpenMPChoice({}, "to be chosen when torch is imported")

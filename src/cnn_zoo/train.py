@@ -18,7 +18,6 @@ from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
 from cnn_zoo.errors import CnnZooError, user_errors
-from cnn_zoo.memory import memory_status
 from cnn_zoo.run_folder import resume_arguments
 
 if TYPE_CHECKING:  # Lightning, torch and the pipeline load in train(): `--help` answers without them
@@ -40,11 +39,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
 
     check_trainer_config(cfg.trainer)
-    log.info("%s", performance.openmp_choice)
-    log.info("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
-    log.info("%s", memory_status())
+    log.debug("%s", performance.openmp_choice)  # the CPU settings of this command: `train.log` at DEBUG
+    log.debug("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
     if (cuda_check := performance.cuda_check_by_runtime_without_devices()) is not None:
-        log.info("%s", cuda_check)
+        log.debug("%s", cuda_check)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -95,7 +93,10 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def main() -> float | None:
-    """The command line: `resume=<run folder>` first becomes that run's own overrides (`cnn_zoo.run_folder`)."""
+    """The command line: `resume=<run folder>` first becomes that run's own overrides (`cnn_zoo.run_folder`).
+
+    OpenMP's waiting is chosen here, before anything loads torch (`performance.set_openmp_defaults`)."""
+    performance.set_openmp_defaults()
     with user_errors():
         sys.argv[1:] = resume_arguments(sys.argv[1:])
     return hydra_command(run)
