@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from cnn_zoo import performance, startup_gc
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.run_logging import tidy_output
 
 
 def one_line(err: BaseException) -> str:
@@ -71,6 +72,7 @@ def entry_point(task: Callable[[DictConfig], Any], config_name: str) -> Callable
     @functools.wraps(task)
     def guarded(cfg: DictConfig) -> Any:
         with user_errors():
+            tidy_output()
             return task(cfg)
 
     run = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(guarded)

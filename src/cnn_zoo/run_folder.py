@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -105,6 +106,9 @@ class RunFolderGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP child re-running its job in rank zero's folder
             return
+        # The default folder name holds `${hydra:runtime.choices.data}`, which resolves through HydraConfig: Hydra
+        # sets it from this same config only when the job starts, after this callback, so set it here first.
+        HydraConfig.instance().set_config(config)
         folder = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser().resolve()
         with user_errors():
             check_run_folder(folder, OmegaConf.select(config, "ckpt_path", default=None))

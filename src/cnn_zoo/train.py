@@ -19,6 +19,7 @@ from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
 from cnn_zoo.errors import CnnZooError, user_errors
 from cnn_zoo.run_folder import resume_arguments
+from cnn_zoo.run_logging import tidy_output
 
 if TYPE_CHECKING:  # Lightning, torch and the pipeline load in train(): `--help` answers without them
     import lightning as L
@@ -38,6 +39,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     from cnn_zoo.inspection import log_run_hparams
     from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
 
+    tidy_output()
     check_trainer_config(cfg.trainer)
     log.debug("%s", performance.openmp_choice)  # the CPU settings of this command: `train.log` at DEBUG
     log.debug("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))

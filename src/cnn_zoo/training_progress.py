@@ -14,6 +14,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
+from cnn_zoo.epoch_numbers import EpochProgressBar
+
 log = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ def progress_bar(refresh_rate: int = 4, leave: bool = False, force: bool = False
     a second held the interpreter 14% of a 2-core MNIST epoch.
     """
     enabled = force or sys.stdout.isatty()
-    return RichProgressBar(refresh_rate=refresh_rate if enabled else 0, leave=leave)
+    return EpochProgressBar(refresh_rate=refresh_rate if enabled else 0, leave=leave)
 
 
 def epoch_line(epoch: int, max_epochs: int, seconds: float, cpu_seconds: float, metrics: dict[str, Any]) -> str:
