@@ -8,6 +8,7 @@ own reporting of failed jobs) and prints the error as `error: ...` with exit sta
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -62,12 +63,27 @@ def _hydra_command(run: Callable[[], Any]) -> Any:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-def entry_point(task: Callable[[DictConfig], Any], config_name: str) -> Callable[[], Any]:
+def imported_when_run(path: str) -> Callable[[DictConfig], Any]:
+    """The task `module:function`, imported only when it runs: `--help` and a mistyped override answer without
+    loading torch and Lightning. Hydra names the job after the module, as for the function itself."""
+    module_name, _, name = path.partition(":")
+
+    def task(cfg: DictConfig) -> Any:
+        return getattr(importlib.import_module(module_name), name)(cfg)
+
+    task.__module__, task.__name__, task.__qualname__ = module_name, name, name
+    return task
+
+
+def entry_point(task: Callable[[DictConfig], Any] | str, config_name: str) -> Callable[[], Any]:
     """The `main()` of a `cnn-zoo-<name>` command running `task` on `conf/<config_name>.yaml`.
 
-    A user's mistake, in the values (`CnnZooError`) or on the command line (Hydra), is one `error:` line with
-    exit status 2; Hydra names the job after `task`'s module (`functools.wraps`), so logs stay `<name>.log`.
+    `task` is a function, or its `module:function` path (`imported_when_run`). A user's mistake, in the values
+    (`CnnZooError`) or on the command line (Hydra), is one `error:` line with exit status 2; Hydra names the job
+    after `task`'s module (`functools.wraps`), so logs stay `<name>.log`.
     """
+    if isinstance(task, str):
+        task = imported_when_run(task)
 
     @functools.wraps(task)
     def guarded(cfg: DictConfig) -> Any:
