@@ -64,72 +64,47 @@ def test_mistakes_in_the_file_are_one_line_naming_it(tmp_path: Path) -> None:
         TextCsvDataModule()
 
 
+def command(name: str, *args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(data_dir), "CNN_ZOO_CACHE_DIR": str(data_dir / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", f"cnn_zoo.{name}", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_a_text_csv_trains_evaluates_and_predicts_from_the_command_line(tmp_path: Path) -> None:
     write_documents(tmp_path / "docs.csv")
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(tmp_path), "CNN_ZOO_CACHE_DIR": str(tmp_path / "cache")}
     run = tmp_path / "run"
-    train = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cnn_zoo.train",
-            "data=text_csv",
-            "data.path=docs.csv",
-            "data.max_len=16",
-            "model=conv1d_text",
-            "model.net.kernel_size=3",
-            "model.net.pool_size=2",
-            "model.net.embedding_dim=16",
-            "trainer.max_epochs=8",
-            "trainer.accelerator=cpu",
-            "callbacks.early_stopping=null",
-            "optimizer.lr=0.01",
-            f"hydra.run.dir={run}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    small_net = ["model.net.kernel_size=3", "model.net.pool_size=2", "model.net.embedding_dim=16"]
+    command(
+        "train",
+        "data=text_csv",
+        "data.path=docs.csv",
+        "data.max_len=16",
+        "model=conv1d_text",
+        *small_net,
+        "trainer.max_epochs=8",
+        "trainer.accelerator=cpu",
+        "callbacks.early_stopping=null",
+        "optimizer.lr=0.01",
+        f"hydra.run.dir={run}",
+        data_dir=tmp_path,
     )
-    assert train.returncode == 0, train.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.6  # three topics: chance is 1/3
     best = next((run / "checkpoints").glob("epoch_*.ckpt"))
-    evaluate = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cnn_zoo.evaluate",
-            f"ckpt_path={best}",
-            "top_losses=0",
-            f"hydra.run.dir={tmp_path / 'evaluate'}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    command(
+        "evaluate", f"ckpt_path={best}", "top_losses=0", f"hydra.run.dir={tmp_path / 'evaluate'}", data_dir=tmp_path
     )
-    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    assert json.loads((tmp_path / "evaluate" / "metrics.json").read_text())["test/acc"] == pytest.approx(
-        metrics["test/acc"], abs=1e-6
-    )  # the same documents, split and vocabulary rebuilt from the checkpoint's data config
+    evaluated = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    # the same documents, split and vocabulary, rebuilt from the checkpoint's data config
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     query = tmp_path / "new.csv"
     query.write_text("text\nthe team scored a goal in the match\nwe bake bread and soup\n")
-    predict = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cnn_zoo.predict",
-            f"ckpt_path={best}",
-            f"input={query}",
-            f"output={tmp_path / 'predictions.csv'}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    command(
+        "predict", f"ckpt_path={best}", f"input={query}", f"output={tmp_path / 'predictions.csv'}", data_dir=tmp_path
     )
-    assert predict.returncode == 0, predict.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "predictions.csv").open()))
     assert [row["predicted"] for row in rows] == ["sport", "food"]
     assert {"prob_food", "prob_sport", "prob_tech"} <= set(rows[0])

@@ -28,16 +28,14 @@ from torch.utils.data import Dataset
 
 from cnn_zoo.data.base import ZooDataModule, require_positive, resolve_dir
 from cnn_zoo.data.download import Resource, download
-from cnn_zoo.data.spec import DataSpec, DataStats, TextPreprocessing
 from cnn_zoo.data.text import (
-    OOV_INDEX,
-    PAD_INDEX,
-    SIDES,
-    TOKENIZER,
     build_vocabulary,
+    check_sides,
     encode,
     pad_sequences,
+    text_spec,
     tokenize,
+    write_vocabulary,
 )
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.progress import track
@@ -216,9 +214,7 @@ class IMDBDataModule(ZooDataModule):
         self.download = bool(download)
         self.num_words = require_positive("num_words", num_words)
         self.max_len = require_positive("max_len", max_len)
-        for name, side in (("padding", padding), ("truncating", truncating)):
-            if side not in SIDES:
-                raise CnnZooError(f"data.{name} must be 'pre' or 'post' (as Keras' pad_sequences), got {side!r}")
+        check_sides(padding, truncating)
         self.padding, self.truncating = padding, truncating
         if float(val_size) < 0:
             raise CnnZooError(f"data.val_size must be a count >= 0 or a fraction < 1, got {val_size!r}")
@@ -341,29 +337,18 @@ class IMDBDataModule(ZooDataModule):
         if self.val_set is None:
             log.warning("data.val_size=0: validating on the test split")
             self.val_set = self.test_set
-        self.spec = DataSpec(
-            kind="text",
-            class_names=tuple(CLASS_NAMES),
-            input_shape=(self.max_len,),
-            input_dtype="int64",
-            preprocessing=TextPreprocessing(
-                vocab=tuple(self.vocab),
-                max_len=self.max_len,
-                padding=self.padding,
-                truncating=self.truncating,
-                pad_index=PAD_INDEX,
-                oov_index=OOV_INDEX,
-                tokenizer=TOKENIZER,
-            ),
-            stats=DataStats(
-                class_counts=tuple(np.bincount(encoded["train_y"], minlength=2).tolist()),
-                split_sizes={"train": len(self.train_set), "val": len(encoded["val_y"]), "test": len(self.test_set)},
-            ),
+        self.spec = text_spec(
+            CLASS_NAMES,
+            self.vocab,
+            self.max_len,
+            self.padding,
+            self.truncating,
+            np.bincount(encoded["train_y"], minlength=2).tolist(),
+            {"train": len(self.train_set), "val": len(encoded["val_y"]), "test": len(self.test_set)},
         )
 
     def save_artifacts(self, run_dir: Path) -> None:
         """`vocabulary.txt`: one word a line, line n (from 0) = index n; also inside the checkpoint's spec."""
         if not self.vocab:
             self.setup("fit")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "vocabulary.txt").write_text("".join(f"{word}\n" for word in self.vocab), encoding="utf-8")
+        write_vocabulary(run_dir, self.vocab)

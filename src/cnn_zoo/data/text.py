@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnn_zoo.data.spec import DataSpec, DataStats, TextPreprocessing
 from cnn_zoo.errors import CnnZooError
 
 PAD, OOV = "<pad>", "<oov>"
@@ -52,6 +54,12 @@ def encode(token_lists: Iterable[Sequence[str]], vocabulary: Sequence[str]) -> l
     return [[index.get(token, OOV_INDEX) for token in tokens] for tokens in token_lists]
 
 
+def check_sides(padding: str, truncating: str) -> None:
+    for name, side in (("padding", padding), ("truncating", truncating)):
+        if side not in SIDES:
+            raise CnnZooError(f"data.{name} must be 'pre' or 'post' (as Keras' pad_sequences), got {side!r}")
+
+
 def pad_sequences(
     sequences: Sequence[Sequence[int]],
     max_len: int,
@@ -61,9 +69,7 @@ def pad_sequences(
 ) -> np.ndarray:
     """Keras' `pad_sequences` with value 0: `truncating='pre'` drops the beginning of long sequences (keeps the
     last `max_len`), `'post'` the end; `padding='pre'` puts the zeros before short sequences, `'post'` after."""
-    for name, side in (("padding", padding), ("truncating", truncating)):
-        if side not in SIDES:
-            raise CnnZooError(f"data.{name} must be 'pre' or 'post', got {side!r}")
+    check_sides(padding, truncating)
     out = np.full((len(sequences), int(max_len)), PAD_INDEX, dtype=dtype)
     for row, sequence in enumerate(sequences):
         kept = sequence[-max_len:] if truncating == "pre" else sequence[:max_len]
@@ -82,3 +88,37 @@ def encode_texts(texts: Sequence[str], facts: dict[str, Any]) -> np.ndarray:
     `TextPreprocessing.encode` is the same, from the typed spec."""
     ids = encode([tokenize(text) for text in texts], facts["vocab"])
     return pad_sequences(ids, int(facts["max_len"]), facts["padding"], facts["truncating"], dtype=np.int64)
+
+
+def text_spec(
+    class_names: Sequence[str],
+    vocab: Sequence[str],
+    max_len: int,
+    padding: str,
+    truncating: str,
+    class_counts: Sequence[int],
+    split_sizes: dict[str, int],
+) -> DataSpec:
+    """The `DataSpec` of padded word-id documents: what every text datamodule publishes (IMDB, a text CSV)."""
+    return DataSpec(
+        kind="text",
+        class_names=tuple(class_names),
+        input_shape=(int(max_len),),
+        input_dtype="int64",
+        preprocessing=TextPreprocessing(
+            vocab=tuple(vocab),
+            max_len=int(max_len),
+            padding=padding,
+            truncating=truncating,
+            pad_index=PAD_INDEX,
+            oov_index=OOV_INDEX,
+            tokenizer=TOKENIZER,
+        ),
+        stats=DataStats(class_counts=tuple(int(c) for c in class_counts), split_sizes=dict(split_sizes)),
+    )
+
+
+def write_vocabulary(run_dir: Path, vocab: Sequence[str]) -> None:
+    """`<run>/vocabulary.txt`: one word a line, line n (from 0) = index n (also inside the checkpoint's spec)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "vocabulary.txt").write_text("".join(f"{word}\n" for word in vocab), encoding="utf-8")

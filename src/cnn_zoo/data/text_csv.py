@@ -16,9 +16,16 @@ import pandas as pd
 
 from cnn_zoo.data.base import ZooDataModule, require_fraction, require_positive, resolve_dir
 from cnn_zoo.data.imdb import Sequences
-from cnn_zoo.data.spec import DataSpec, DataStats, TextPreprocessing
 from cnn_zoo.data.splits import stratified_parts
-from cnn_zoo.data.text import OOV_INDEX, PAD_INDEX, SIDES, TOKENIZER, build_vocabulary, encode, pad_sequences, tokenize
+from cnn_zoo.data.text import (
+    build_vocabulary,
+    check_sides,
+    encode,
+    pad_sequences,
+    text_spec,
+    tokenize,
+    write_vocabulary,
+)
 from cnn_zoo.errors import CnnZooError
 
 log = logging.getLogger(__name__)
@@ -79,9 +86,7 @@ class TextCsvDataModule(ZooDataModule):
         self.class_names = [str(c) for c in class_names] if class_names else None
         self.num_words = require_positive("num_words", num_words)
         self.max_len = require_positive("max_len", max_len)
-        for name, side in (("padding", padding), ("truncating", truncating)):
-            if side not in SIDES:
-                raise CnnZooError(f"data.{name} must be 'pre' or 'post' (as Keras' pad_sequences), got {side!r}")
+        check_sides(padding, truncating)
         self.padding, self.truncating = padding, truncating
         self.fractions = {
             part: require_fraction(f"{part}_size", size)
@@ -142,29 +147,18 @@ class TextCsvDataModule(ZooDataModule):
         self.train_set, self.test_set = sets["train"], sets["test"]
         self.val_set = sets["val"] if len(sets["val"]) else sets["test"]
         log.info("documents: %s", {name: len(s) for name, s in sets.items()})
-        self.spec = DataSpec(
-            kind="text",
-            class_names=tuple(names),
-            input_shape=(self.max_len,),
-            input_dtype="int64",
-            preprocessing=TextPreprocessing(
-                vocab=tuple(self.vocab),
-                max_len=self.max_len,
-                padding=self.padding,
-                truncating=self.truncating,
-                pad_index=PAD_INDEX,
-                oov_index=OOV_INDEX,
-                tokenizer=TOKENIZER,
-            ),
-            stats=DataStats(
-                class_counts=tuple(np.bincount(sets["train"].labels, minlength=len(names)).tolist()),
-                split_sizes={name: len(s) for name, s in sets.items()},
-            ),
+        self.spec = text_spec(
+            names,
+            self.vocab,
+            self.max_len,
+            self.padding,
+            self.truncating,
+            np.bincount(sets["train"].labels, minlength=len(names)).tolist(),
+            {name: len(s) for name, s in sets.items()},
         )
 
     def save_artifacts(self, run_dir: Path) -> None:
-        """`vocabulary.txt`: one word a line, line n (from 0) = index n; also inside the checkpoint's spec."""
+        """`vocabulary.txt` beside the run, as for IMDB."""
         if not self.vocab:
             self.setup("fit")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "vocabulary.txt").write_text("".join(f"{word}\n" for word in self.vocab), encoding="utf-8")
+        write_vocabulary(run_dir, self.vocab)
