@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.lightning_compat import checkpoint_state_key, save_checkpoint_now
 from cnn_zoo.torch_files import load_torch_file
 
 # what a checkpoint written by `cnn_zoo.train` holds beside the weights: enough to continue training
@@ -78,13 +79,13 @@ class LatestCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(latest=True)
+        return checkpoint_state_key(self, latest=True)
 
     def save_latest(self, trainer: L.Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         self.last_model_path = str(Path(self.dirpath or ".") / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-        self._save_checkpoint(trainer, self.last_model_path)
+        save_checkpoint_now(self, trainer, self.last_model_path)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         if self.every_steps and trainer.global_step % self.every_steps == 0:
