@@ -7,6 +7,7 @@ Each case runs the real entry point three times: uninterrupted, SIGKILLed at a t
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -19,7 +20,8 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from cnn_zoo.checkpointing import AtomicCheckpointIO, write_atomic
+from cnn_zoo.atomic import write_atomic
+from cnn_zoo.checkpointing import AtomicCheckpointIO
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.image_folder import ImageFolderDataModule
 from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler, SeededSamples
@@ -237,10 +239,13 @@ def test_failed_checkpoint_write_leaves_the_previous_one_loadable(tmp_path: Path
 
 def test_atomic_write_replaces_the_file_whole(tmp_path: Path) -> None:
     path = tmp_path / "a.ckpt"
-    write_atomic(path, {"epoch": 1})
-    write_atomic(path, {"epoch": 2})
+    write_atomic(path, functools.partial(torch.save, {"epoch": 1}))
+    write_atomic(path, functools.partial(torch.save, {"epoch": 2}))
     assert torch.load(path, weights_only=True) == {"epoch": 2}
-    assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+    write_atomic(tmp_path / "a.md", "text")  # text and bytes too (sweep summaries)
+    write_atomic(tmp_path / "a.bin", b"\x00\x01")
+    assert (tmp_path / "a.md").read_text() == "text" and (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.ckpt", "a.md"]
 
 
 def test_optuna_search_killed_mid_trial_never_counts_it_complete(mnist_root: Path, tmp_path: Path) -> None:

@@ -337,6 +337,6 @@ def test_real_msl_channel_one_epoch(compose_cfg) -> None:
     )  # fmt: skip
     metrics = train(cfg)
     assert 0.0 <= metrics["test/f1"] <= 1.0 and metrics["test/acc"] > 0.5
-    facts = json.loads((Path(cfg.paths.output_dir) / "data.json").read_text())
-    assert facts["num_classes"] == 3 and facts["in_channels"] == 15
-    assert all(min(counts) > 0 for counts in facts["split_class_counts"].values())
+    spec = DataSpec.from_dict(json.loads((Path(cfg.paths.output_dir) / "data.json").read_text()))
+    assert spec.num_classes == 3 and spec.in_channels == 15
+    assert all(min(counts) > 0 for counts in spec.stats.split_class_counts.values())

@@ -221,7 +221,7 @@ def test_bad_config_value_is_a_user_error(compose_cfg, mnist_root: Path) -> None
 
 def test_classifier_builds_from_plain_config(compose_cfg, mnist_root: Path) -> None:
     cfg = compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn"))
-    model = build_classifier(cfg, build_datamodule(cfg).facts)
+    model = build_classifier(cfg, build_datamodule(cfg).spec)
     assert sum(p.numel() for p in model.net.parameters()) == 93_322
 
 
@@ -231,7 +231,7 @@ def test_lightnings_hook_name_is_a_plain_attribute_and_modules_still_register(co
     from cnn_zoo.classifier import HOOK_NAME_ATTRIBUTE
 
     cfg = compose_cfg(*mnist_overrides(mnist_root))
-    model = build_classifier(cfg, build_datamodule(cfg).facts)
+    model = build_classifier(cfg, build_datamodule(cfg).spec)
     setattr(model, HOOK_NAME_ATTRIBUTE, "training_step")
     assert model._current_fx_name == "training_step" and model.__dict__[HOOK_NAME_ATTRIBUTE] == "training_step"
     model.extra = nn.Linear(2, 2)  # everything else still goes through nn.Module's bookkeeping
@@ -271,11 +271,11 @@ def test_mixed_precision_runs_on_cpu(compose_cfg, mnist_root: Path) -> None:
 
 def test_channels_last_changes_the_layout_not_the_function(compose_cfg, mnist_root: Path) -> None:
     cfg = compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn"))
-    facts = build_datamodule(cfg).facts
+    spec = build_datamodule(cfg).spec
     torch.manual_seed(0)
-    plain = build_classifier(cfg, facts).eval()
+    plain = build_classifier(cfg, spec).eval()
     nhwc = build_classifier(
-        compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn", "model.channels_last=true")), facts
+        compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn", "model.channels_last=true")), spec
     ).eval()
     nhwc.load_state_dict(plain.state_dict())
     conv = [m for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d)][1].weight  # 32 input channels

@@ -68,7 +68,7 @@ def image_cfg(compose_cfg, pets: Path, model: str, *extra: str):
 
 def fit(cfg, ckpt_path: str | None = None, callbacks=()):
     datamodule = build_datamodule(cfg)
-    model = build_classifier(cfg, datamodule.facts)
+    model = build_classifier(cfg, datamodule.spec)
     trainer = build_trainer(cfg, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model, trainer
@@ -194,7 +194,7 @@ def test_random_weights_warn_that_this_is_not_transfer_learning(caplog: pytest.L
 def test_frozen_training_changes_only_the_head(compose_cfg, pets: Path) -> None:
     cfg = image_cfg(compose_cfg, pets, "resnet50_frozen", *TINY, "model.net.cache_features=false")
     datamodule = build_datamodule(cfg)
-    model = build_classifier(cfg, datamodule.facts)
+    model = build_classifier(cfg, datamodule.spec)
     backbone_before = copy.deepcopy(model.net.backbone.state_dict())  # BatchNorm running statistics included
     head_before = copy.deepcopy(model.net.head.state_dict())
     summary = ModelSummary(model)

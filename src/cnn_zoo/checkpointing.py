@@ -13,8 +13,7 @@ leaves the previous `last.ckpt` whole, never a truncated newest checkpoint.
 
 from __future__ import annotations
 
-import contextlib
-import os
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +22,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from cnn_zoo.atomic import write_atomic
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.lightning_compat import checkpoint_state_key, save_checkpoint_now
 from cnn_zoo.torch_files import load_torch_file
 
 # what a checkpoint written by `cnn_zoo.train` holds beside the weights: enough to continue training
 TRAINING_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "epoch", "global_step")
-
-
-def write_atomic(path: str | Path, content: Any) -> None:
-    """`torch.save(content)` to `path` through `.<name>.<pid>.tmp` in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(content, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # the rename itself survives a power cut once the folder is synced
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,7 +38,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        write_atomic(path, checkpoint)
+        write_atomic(path, functools.partial(torch.save, checkpoint))
 
 
 class LatestCheckpoint(ModelCheckpoint):
