@@ -27,7 +27,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from cnn_zoo.benchmark import markdown_table, mean_over_seeds, run_experiment, write_report
+from bench_common import markdown_table, mean_over_seeds, run_experiment, write_report
 from cnn_zoo.config import compose_train_config
 from cnn_zoo.data.telemetry import as_arrays
 from cnn_zoo.inference import load_classifier

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 import pytest
-
-from cnn_zoo.benchmark import markdown_table, mean_over_seeds, names_and_overrides
+from scripts.bench_common import markdown_table, mean_over_seeds, names_and_overrides
 
 
 def test_table_prints_fractions_to_four_places_and_durations_to_tenths() -> None:

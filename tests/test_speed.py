@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from omegaconf import OmegaConf
+from scripts.bench_common import ProcessRun, reported, run_process, zoo_stamps
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
 from cnn_zoo import performance
-from cnn_zoo.benchmark import ProcessRun, reported, run_process, zoo_stamps
 from cnn_zoo.config import config_dir
 from cnn_zoo.data.batches import CompactImages, TensorBatches, stacked, tensor_batches
 from cnn_zoo.data.mnist import PixelScaling
@@ -415,7 +415,7 @@ def test_quiet_epochs_are_those_the_hypervisor_took_little_of() -> None:
 
 
 def test_benchmark_rounds_reverse_the_order_every_other_round_unless_asked_not_to() -> None:
-    from cnn_zoo.benchmark import way_order
+    from scripts.bench_common import way_order
 
     ways = ["zoo", "plain", "keras"]
     assert [way_order(ways, r) for r in range(3)] == [ways, ways[::-1], ways]
