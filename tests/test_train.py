@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -15,7 +12,7 @@ import torch
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.pipeline import build_classifier, build_datamodule
 from cnn_zoo.train import train
-from tests.conftest import FAST, require_real
+from tests.conftest import FAST, require_real, run_command
 
 
 def mnist_overrides(root: Path, *extra: str) -> list[str]:
@@ -31,7 +28,6 @@ def mnist_overrides(root: Path, *extra: str) -> list[str]:
 
 def test_training_writes_every_artifact_of_the_run_folder(mnist_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root)}
     args = [
         f"hydra.run.dir={run_dir}",
         "data.download=false",
@@ -40,9 +36,7 @@ def test_training_writes_every_artifact_of_the_run_folder(mnist_root: Path, tmp_
         "callbacks.rich_progress_bar=null",
         "logger=many",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    result = run_command("cnn_zoo.train", *args, data_dir=mnist_root)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Trainable params" in output and "Non-trainable params" in output  # Keras-style summary
@@ -181,14 +175,7 @@ def test_early_stopping_ends_the_run_after_its_patience_without_improvement(
 
 def test_missing_data_folder_is_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(missing)}
-    result = subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", f"hydra.run.dir={tmp_path / 'run'}", "data.download=false"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = run_command("cnn_zoo.train", f"hydra.run.dir={tmp_path / 'run'}", "data.download=false", data_dir=missing)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: MNIST not found:")
