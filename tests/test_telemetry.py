@@ -300,6 +300,7 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, channel: P
     assert json.loads((run / "metrics.json").read_text())["test/f1"] == pytest.approx(metrics["test/f1"])
     scaler = json.loads((run / "scaler.json").read_text())
     assert scaler["feature_names"] == ["f0", "f1", "f2", "f3"] and len(scaler["mean"]) == 4
+    assert scaler["mode"] == mode and scaler["window"] == (16 if mode == "window" else None)
     checkpoint = next((run / "checkpoints").glob("epoch_*.ckpt"))
     spec = DataSpec.from_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["data"])
     assert list(spec.preprocessing.mean) == scaler["mean"] and spec.class_names == ("nominal", "point", "contextual")
