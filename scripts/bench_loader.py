@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra.utils
 import torch
 
-from cnn_zoo.benchmark import machine, markdown_table, write_report
+from bench_common import machine, markdown_table, write_report
 from cnn_zoo.config import compose_train_config, to_plain
 from cnn_zoo.pipeline import build_classifier, build_datamodule
 

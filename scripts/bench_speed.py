@@ -40,8 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cnn_zoo import performance
-from cnn_zoo.benchmark import (
+from bench_common import (
     ProcessRun,
     machine,
     markdown_table,
@@ -51,6 +50,7 @@ from cnn_zoo.benchmark import (
     write_report,
     zoo_stamps,
 )
+from cnn_zoo import performance
 from cnn_zoo.performance import fast_enabled
 
 ROOT = Path(__file__).resolve().parents[1]

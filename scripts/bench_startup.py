@@ -29,8 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench_speed import child_env, keras_interpreter
-from cnn_zoo.benchmark import (
+from bench_common import (
     ProcessRun,
     machine,
     markdown_table,
@@ -40,6 +39,7 @@ from cnn_zoo.benchmark import (
     write_report,
     zoo_stamps,
 )
+from bench_speed import child_env, keras_interpreter
 
 OPTIMIZER = "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).step()"
 # each floor prints when its work is done, as the training children do (`benchmark.reported`): the interpreter's

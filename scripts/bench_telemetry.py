@@ -27,7 +27,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from cnn_zoo.benchmark import markdown_table, mean_over_seeds, run_experiment, write_report
+from bench_common import markdown_table, mean_over_seeds, run_experiment, write_report
 from cnn_zoo.config import compose_train_config
 from cnn_zoo.data.telemetry import as_arrays
 from cnn_zoo.inference import load_classifier
@@ -71,7 +71,7 @@ def split_run(
     ]
     _, timer = run_experiment(overrides, run_dir)
     datamodule = build_datamodule(compose_train_config(overrides, run_dir / "baselines"))
-    num_classes = int(datamodule.facts["num_classes"])
+    num_classes = datamodule.spec.num_classes
     train_x, train_y = as_arrays(datamodule.train_set)
     test_x, test_y = as_arrays(datamodule.test_set)
     checkpoint = next((run_dir / "checkpoints").glob("epoch_*.ckpt"))
@@ -86,7 +86,7 @@ def split_run(
             "logreg": logreg.predict(test_x.reshape(len(test_x), -1)),
         },
         "num_classes": num_classes,
-        "window": datamodule.facts["window"],
+        "window": datamodule.spec.preprocessing.window,
         "epochs": len(timer.durations),
         "seconds": sum(timer.durations),
     }

@@ -23,7 +23,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cnn_zoo.benchmark import markdown_table, run_experiment, write_report
+from bench_common import markdown_table, run_experiment, write_report
 
 BACKBONE = [
     "model=resnet50_frozen",

@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from cnn_zoo.benchmark import markdown_table, run_experiment, write_report
+from bench_common import markdown_table, run_experiment, write_report
 
 FULL_TRAIN = 2000
 VARIANTS = {

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from cnn_zoo.benchmark import markdown_table, write_report
+from bench_common import markdown_table, write_report
 
 RUN = [
     "experiment=mnist_cnn",

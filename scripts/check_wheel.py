@@ -1,4 +1,5 @@
-"""Check a built wheel: every config yaml of conf/ inside as cnn_zoo/conf, the console scripts, the licence.
+"""Check a built wheel: every config yaml of conf/ inside as cnn_zoo/conf, the console scripts, the licence, and
+nothing of the checkout's scripts/ (the benchmark helpers live there, outside the package).
 
 `python scripts/check_wheel.py dist/cnn_zoo-*.whl` (CI runs it); prints the wheel's size and contents summary.
 """
@@ -11,7 +12,16 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("cnn-zoo-train", "cnn-zoo-evaluate", "cnn-zoo-predict", "cnn-zoo-report", "cnn-zoo-prepare")
+SCRIPTS = (
+    "cnn-zoo-train",
+    "cnn-zoo-evaluate",
+    "cnn-zoo-predict",
+    "cnn-zoo-report",
+    "cnn-zoo-prepare",
+    "cnn-zoo-export",
+    "cnn-zoo-explain",
+)
+NOT_SHIPPED = ("cnn_zoo/benchmark.py", "scripts/", "bench_common.py")  # the benchmark helpers: scripts/bench_common.py
 
 
 def problems(wheel: Path) -> list[str]:
@@ -21,6 +31,7 @@ def problems(wheel: Path) -> list[str]:
     entry_points = next((n for n in names if n.endswith(".dist-info/entry_points.txt")), None)
     text = zipfile.ZipFile(wheel).read(entry_points).decode() if entry_points else ""
     found += [f"no console script {script}" for script in SCRIPTS if f"{script} =" not in text]
+    found += [f"ships {name} (only scripts/ use it)" for name in names if name.startswith(NOT_SHIPPED)]
     if not any(n.endswith("licenses/LICENSE") for n in names):
         found.append("no LICENSE")
     return found

@@ -79,13 +79,13 @@ def main() -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    facts = datamodule.facts
+    spec = datamodule.spec
     accelerator = str(cfg.trainer.accelerator)
     cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
-    binary = int(facts["num_classes"]) == 2
-    net = build_net(to_plain(cfg.model.net), facts).to(device)
-    image = facts.get("kind") == "image"
+    binary = spec.num_classes == 2
+    net = build_net(to_plain(cfg.model.net), spec).to(device)
+    image = spec.kind == "image"
     channels_last = image and (args.bf16 or bool(cfg.model.get("channels_last", False)))  # as train lays it out
     if channels_last:
         net = net.to(memory_format=torch.channels_last)

@@ -73,3 +73,23 @@ def test_the_plain_loop_trains_validates_and_tests_with_the_openmp_choice_train_
     assert len(bench["epochs"]) == len(bench["val_acc"]) == 2
     assert bench["epochs"][0][0] <= bench["first_step"] <= bench["epochs"][0][1] <= bench["epochs"][1][0]
     assert 0.0 <= bench["test_acc"] <= 1.0
+
+
+def test_reproduce_runs_the_chosen_experiments_with_their_targets_and_per_experiment_epochs(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    """The MNIST benchmark of earlier versions is `reproduce.py --only mnist_lenet mnist_cnn`: its table has the
+    targets, whether they were met, and the best validation accuracy."""
+    arguments = ["--only", "mnist_lenet", "mnist_cnn", "--max-epochs", "1", "2", "--out", "out", "data.download=false",
+                 "data.val_size=60", "trainer.limit_train_batches=2", "callbacks.rich_progress_bar=null",
+                 "callbacks.model_summary=null", "logger=none"]  # fmt: skip
+    result = run_script("reproduce.py", arguments, mnist_root, tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    rows = json.loads((tmp_path / "out" / "reproduction.json").read_text())
+    assert [row["experiment"].split()[0] for row in rows] == ["mnist_lenet", "mnist_cnn"]
+    assert [row["epochs"] for row in rows] == [1, 2] and [row["target"] for row in rows] == ["99.0%", "98.9%"]
+    assert all(row["met"] in ("yes", "no") and 0.0 <= row["best val acc"] <= 1.0 for row in rows)
+    table = (tmp_path / "out" / "reproduction.md").read_text()
+    assert table.startswith("| experiment | notes | ours | target | met | best val acc |")
+    wrong = run_script("reproduce.py", ["--only", "mnist_cnn", "--max-epochs", "1", "2"], mnist_root, tmp_path)
+    assert wrong.returncode == 2 and "--max-epochs takes one value, or one per experiment (1), got 2" in wrong.stderr

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cnn_zoo.config import CONFIG_DIR
+from tests.conftest import run_command
 
 GROUPS = [
     "data",
@@ -47,7 +47,7 @@ def test_optimizer_is_a_partial(compose_cfg) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, timeout=300)
+    return run_command("cnn_zoo.train", *args)
 
 
 def test_misspelt_option_gets_hydras_message() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from omegaconf import OmegaConf, open_dict
 
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.distributed import HydraDDPStrategy, job_command
+from tests.conftest import run_command
 
 
 def test_ddp_cpu_trains_with_two_processes_into_one_run_folder(mnist_root: Path, tmp_path: Path) -> None:
@@ -32,10 +31,7 @@ def test_ddp_cpu_trains_with_two_processes_into_one_run_folder(mnist_root: Path,
         "callbacks.rich_progress_bar=null",
         "callbacks.model_summary=null",
     ]
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root)}
-    result = subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, timeout=600
-    )
+    result = run_command("cnn_zoo.train", *args, data_dir=mnist_root, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "MEMBER: 2/2" in output and "Starting with 2 processes" in output

@@ -196,7 +196,7 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, tmp_path: 
     vocabulary = (run / "vocabulary.txt").read_text().splitlines()
     assert (
         vocabulary[:2] == ["<pad>", "<oov>"]
-        and len(vocabulary) == json.loads((run / "data.json").read_text())["vocab_size"]
+        and vocabulary == json.loads((run / "data.json").read_text())["preprocessing"]["vocab"]
     )
     checkpoint = next((run / "checkpoints").glob("epoch_*.ckpt"))
     spec = DataSpec.from_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["data"])

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tomllib
 
 from cnn_zoo import config
-from tests.conftest import FAST
+from tests.conftest import QUIET, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,12 +71,9 @@ def test_a_users_own_experiment_in_their_config_dir_composes_with_the_packages_g
         "trainer:\n"
         "  max_epochs: 1\n"
     )
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root), "CNN_ZOO_CACHE_DIR": str(tmp_path / "cache")}
-    args = ["--config-dir", str(tmp_path / "my_conf"), "experiment=digits", *FAST[1:], "trainer.max_epochs=1"]
-    result = subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", *args], cwd=tmp_path, capture_output=True, text=True, env=env,
-        timeout=300,
-    )
+    args = ["--config-dir", str(tmp_path / "my_conf"), "experiment=digits", *QUIET, "trainer.max_epochs=1"]
+    env = {"CNN_ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_command("cnn_zoo.train", *args, data_dir=mnist_root, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "runs").glob("*_mnist_mnist_cnn"))
     assert len(runs) == 1, "the run folder goes under the current folder's outputs/"

@@ -7,10 +7,9 @@ Each case runs the real entry point three times: uninterrupted, SIGKILLed at a t
 from __future__ import annotations
 
 import csv
+import functools
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,36 +18,26 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from cnn_zoo.checkpointing import AtomicCheckpointIO, write_atomic
+from cnn_zoo.atomic import write_atomic
+from cnn_zoo.checkpointing import AtomicCheckpointIO
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.image_folder import ImageFolderDataModule
 from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler, SeededSamples
+from tests import conftest
+from tests.conftest import run_command
 from tests.fixtures import make_image_folder
 from tests.fixtures_resume import KILL_AT_STEP
 from tests.fixtures_transfer import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = [
-    "trainer.accelerator=cpu",
-    "trainer.deterministic=true",
-    "trainer.log_every_n_steps=1",
-    "+trainer.enable_progress_bar=false",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-    "+callbacks.self_kill._target_=tests.fixtures_resume.SelfKill",
-]
+QUIET = [*conftest.QUIET, "trainer.deterministic=true", "+callbacks.self_kill._target_=tests.fixtures_resume.SelfKill"]
 # the generated MNIST: 240 training images in batches of 32, 8 steps per epoch
 MNIST = ["data.download=false", "data.val_size=60", "data.batch_size=32", "model=mnist_cnn", "logger=tensorboard"]
 
 
 def cli(data_dir: Path, *args: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
-    env.pop(KILL_AT_STEP, None)
-    if kill_at is not None:
-        env[KILL_AT_STEP] = str(kill_at)
-    return subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
-    )
+    env = {"OMP_NUM_THREADS": "1", **({KILL_AT_STEP: str(kill_at)} if kill_at is not None else {})}
+    return run_command("cnn_zoo.train", *args, data_dir=data_dir, env=env, cwd=ROOT, timeout=600)
 
 
 def final_state(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -237,10 +226,13 @@ def test_failed_checkpoint_write_leaves_the_previous_one_loadable(tmp_path: Path
 
 def test_atomic_write_replaces_the_file_whole(tmp_path: Path) -> None:
     path = tmp_path / "a.ckpt"
-    write_atomic(path, {"epoch": 1})
-    write_atomic(path, {"epoch": 2})
+    write_atomic(path, functools.partial(torch.save, {"epoch": 1}))
+    write_atomic(path, functools.partial(torch.save, {"epoch": 2}))
     assert torch.load(path, weights_only=True) == {"epoch": 2}
-    assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+    write_atomic(tmp_path / "a.md", "text")  # text and bytes too (sweep summaries)
+    write_atomic(tmp_path / "a.bin", b"\x00\x01")
+    assert (tmp_path / "a.md").read_text() == "text" and (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.ckpt", "a.md"]
 
 
 def test_optuna_search_killed_mid_trial_never_counts_it_complete(mnist_root: Path, tmp_path: Path) -> None:

@@ -300,6 +300,7 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, channel: P
     assert json.loads((run / "metrics.json").read_text())["test/f1"] == pytest.approx(metrics["test/f1"])
     scaler = json.loads((run / "scaler.json").read_text())
     assert scaler["feature_names"] == ["f0", "f1", "f2", "f3"] and len(scaler["mean"]) == 4
+    assert scaler["mode"] == mode and scaler["window"] == (16 if mode == "window" else None)
     checkpoint = next((run / "checkpoints").glob("epoch_*.ckpt"))
     spec = DataSpec.from_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]["data"])
     assert list(spec.preprocessing.mean) == scaler["mean"] and spec.class_names == ("nominal", "point", "contextual")
@@ -337,6 +338,6 @@ def test_real_msl_channel_one_epoch(compose_cfg) -> None:
     )  # fmt: skip
     metrics = train(cfg)
     assert 0.0 <= metrics["test/f1"] <= 1.0 and metrics["test/acc"] > 0.5
-    facts = json.loads((Path(cfg.paths.output_dir) / "data.json").read_text())
-    assert facts["num_classes"] == 3 and facts["in_channels"] == 15
-    assert all(min(counts) > 0 for counts in facts["split_class_counts"].values())
+    spec = DataSpec.from_dict(json.loads((Path(cfg.paths.output_dir) / "data.json").read_text()))
+    assert spec.num_classes == 3 and spec.in_channels == 15
+    assert all(min(counts) > 0 for counts in spec.stats.split_class_counts.values())

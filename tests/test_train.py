@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -15,7 +12,7 @@ import torch
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.pipeline import build_classifier, build_datamodule
 from cnn_zoo.train import train
-from tests.conftest import FAST, require_real
+from tests.conftest import FAST, require_real, run_command
 
 
 def mnist_overrides(root: Path, *extra: str) -> list[str]:
@@ -31,7 +28,6 @@ def mnist_overrides(root: Path, *extra: str) -> list[str]:
 
 def test_training_writes_every_artifact_of_the_run_folder(mnist_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(mnist_root)}
     args = [
         f"hydra.run.dir={run_dir}",
         "data.download=false",
@@ -40,9 +36,7 @@ def test_training_writes_every_artifact_of_the_run_folder(mnist_root: Path, tmp_
         "callbacks.rich_progress_bar=null",
         "logger=many",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    result = run_command("cnn_zoo.train", *args, data_dir=mnist_root)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "Trainable params" in output and "Non-trainable params" in output  # Keras-style summary
@@ -181,14 +175,7 @@ def test_early_stopping_ends_the_run_after_its_patience_without_improvement(
 
 def test_missing_data_folder_is_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(missing)}
-    result = subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", f"hydra.run.dir={tmp_path / 'run'}", "data.download=false"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    result = run_command("cnn_zoo.train", f"hydra.run.dir={tmp_path / 'run'}", "data.download=false", data_dir=missing)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: MNIST not found:")
@@ -221,7 +208,7 @@ def test_bad_config_value_is_a_user_error(compose_cfg, mnist_root: Path) -> None
 
 def test_classifier_builds_from_plain_config(compose_cfg, mnist_root: Path) -> None:
     cfg = compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn"))
-    model = build_classifier(cfg, build_datamodule(cfg).facts)
+    model = build_classifier(cfg, build_datamodule(cfg).spec)
     assert sum(p.numel() for p in model.net.parameters()) == 93_322
 
 
@@ -231,7 +218,7 @@ def test_lightnings_hook_name_is_a_plain_attribute_and_modules_still_register(co
     from cnn_zoo.classifier import HOOK_NAME_ATTRIBUTE
 
     cfg = compose_cfg(*mnist_overrides(mnist_root))
-    model = build_classifier(cfg, build_datamodule(cfg).facts)
+    model = build_classifier(cfg, build_datamodule(cfg).spec)
     setattr(model, HOOK_NAME_ATTRIBUTE, "training_step")
     assert model._current_fx_name == "training_step" and model.__dict__[HOOK_NAME_ATTRIBUTE] == "training_step"
     model.extra = nn.Linear(2, 2)  # everything else still goes through nn.Module's bookkeeping
@@ -271,11 +258,11 @@ def test_mixed_precision_runs_on_cpu(compose_cfg, mnist_root: Path) -> None:
 
 def test_channels_last_changes_the_layout_not_the_function(compose_cfg, mnist_root: Path) -> None:
     cfg = compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn"))
-    facts = build_datamodule(cfg).facts
+    spec = build_datamodule(cfg).spec
     torch.manual_seed(0)
-    plain = build_classifier(cfg, facts).eval()
+    plain = build_classifier(cfg, spec).eval()
     nhwc = build_classifier(
-        compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn", "model.channels_last=true")), facts
+        compose_cfg(*mnist_overrides(mnist_root, "model=mnist_cnn", "model.channels_last=true")), spec
     ).eval()
     nhwc.load_state_dict(plain.state_dict())
     conv = [m for m in nhwc.net.modules() if isinstance(m, torch.nn.Conv2d)][1].weight  # 32 input channels

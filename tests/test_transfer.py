@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from cnn_zoo.inference import load_classifier
 from cnn_zoo.models import weights as weights_module
 from cnn_zoo.models.transfer import TransferNet, count
 from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer
-from tests.conftest import FAST
+from tests.conftest import FAST, run_command
 from tests.fixtures import make_image_folder
 from tests.fixtures_transfer import TINY, PhaseRecorder, last_checkpoint_path, library_state, write_state
 
@@ -68,7 +65,7 @@ def image_cfg(compose_cfg, pets: Path, model: str, *extra: str):
 
 def fit(cfg, ckpt_path: str | None = None, callbacks=()):
     datamodule = build_datamodule(cfg)
-    model = build_classifier(cfg, datamodule.facts)
+    model = build_classifier(cfg, datamodule.spec)
     trainer = build_trainer(cfg, callbacks)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model, trainer
@@ -194,7 +191,7 @@ def test_random_weights_warn_that_this_is_not_transfer_learning(caplog: pytest.L
 def test_frozen_training_changes_only_the_head(compose_cfg, pets: Path) -> None:
     cfg = image_cfg(compose_cfg, pets, "resnet50_frozen", *TINY, "model.net.cache_features=false")
     datamodule = build_datamodule(cfg)
-    model = build_classifier(cfg, datamodule.facts)
+    model = build_classifier(cfg, datamodule.spec)
     backbone_before = copy.deepcopy(model.net.backbone.state_dict())  # BatchNorm running statistics included
     head_before = copy.deepcopy(model.net.head.state_dict())
     summary = ModelSummary(model)
@@ -322,10 +319,7 @@ def test_fine_tuning_under_ddp_switches_phase_in_both_processes(pets: Path, tmp_
         "callbacks.model_summary=null",
         "+trainer.enable_progress_bar=false",
     ]
-    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(pets.parent), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    result = run_command("cnn_zoo.train", *args, data_dir=pets.parent, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     for log_file in ("train.log", "train_rank1.log"):
         assert "resnet18 backbone (torchvision) fine-tuning" in (run / log_file).read_text()

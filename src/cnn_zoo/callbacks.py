@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
-from lightning.pytorch.callbacks import RichModelSummary
 
 from cnn_zoo import startup_gc
+from cnn_zoo.lightning_compat import FilteredModelSummary
 
 
-class NetworkSummary(RichModelSummary):
+class NetworkSummary(FilteredModelSummary):
     """Keras-style `model.summary()`: the network's layers with output shapes and trainable/frozen counts.
 
     Lightning's summary also lists the metric modules; they hold no parameters and hide the network.
     """
 
-    def _summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
-        summary = super()._summary(trainer, pl_module)
-        summary._layer_summary = {
-            name: layer for name, layer in summary._layer_summary.items() if name.split(".")[0] == "net"
-        }
-        return summary
+    def keep_layer(self, name: str) -> bool:
+        return name.split(".")[0] == "net"
 
 
 class ResumeCollection(L.Callback):

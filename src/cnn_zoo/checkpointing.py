@@ -13,8 +13,7 @@ leaves the previous `last.ckpt` whole, never a truncated newest checkpoint.
 
 from __future__ import annotations
 
-import contextlib
-import os
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +22,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from cnn_zoo.atomic import write_atomic
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.lightning_compat import checkpoint_state_key, save_checkpoint_now
 from cnn_zoo.torch_files import load_torch_file
 
 # what a checkpoint written by `cnn_zoo.train` holds beside the weights: enough to continue training
 TRAINING_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "epoch", "global_step")
-
-
-def write_atomic(path: str | Path, content: Any) -> None:
-    """`torch.save(content)` to `path` through `.<name>.<pid>.tmp` in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(content, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # the rename itself survives a power cut once the folder is synced
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -60,7 +38,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        write_atomic(path, checkpoint)
+        write_atomic(path, functools.partial(torch.save, checkpoint))
 
 
 class LatestCheckpoint(ModelCheckpoint):
@@ -78,13 +56,13 @@ class LatestCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(latest=True)
+        return checkpoint_state_key(self, latest=True)
 
     def save_latest(self, trainer: L.Trainer) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         self.last_model_path = str(Path(self.dirpath or ".") / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-        self._save_checkpoint(trainer, self.last_model_path)
+        save_checkpoint_now(self, trainer, self.last_model_path)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
         if self.every_steps and trainer.global_step % self.every_steps == 0:

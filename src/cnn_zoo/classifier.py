@@ -20,16 +20,13 @@ from torchmetrics.classification import AUROC, Accuracy, F1Score
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.epoch_tally import EpochTally
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.lightning_compat import HOOK_NAME_ATTRIBUTE, ddp_find_unused_parameters
 from cnn_zoo.models import build_net
 from cnn_zoo.models.interfaces import PretrainedNet, ScheduledNet
 from cnn_zoo.options import check_model_options
 from cnn_zoo.tta import TestTimeAugmentation
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
-# Lightning's record of the hook being run: it sets this on the LightningModule before and after every hook call,
-# about 47 times a training step. `nn.Module.__setattr__` first asks whether a value is a Parameter, Module or
-# buffer (Parameter's metaclass makes that a Python-level check): 2.9 us a call here, 0.14 ms a step.
-HOOK_NAME_ATTRIBUTE = "_current_fx_name"
 
 
 def make_metrics(num_classes: int, with_auroc: bool = True, validate_args: bool = True) -> MetricCollection:
@@ -107,7 +104,9 @@ class Classifier(L.LightningModule):
         self.example_input_array = torch.zeros(1, *self.spec.input_shape, dtype=DTYPES[self.spec.input_dtype])
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Lightning's hook name (a string or None, never a Parameter, Module or buffer) set directly."""
+        """Lightning's hook name (a string or None, never a Parameter, Module or buffer) set directly: Lightning sets
+        it before and after every hook call, about 47 times a training step, and `nn.Module.__setattr__` first asks
+        whether a value is a Parameter, Module or buffer (a Python-level check): 2.9 us a call, 0.14 ms a step."""
         if name == HOOK_NAME_ATTRIBUTE:
             object.__setattr__(self, name, value)
         else:
@@ -175,7 +174,7 @@ class Classifier(L.LightningModule):
         self.val_acc_best.reset()  # forget the sanity check's validation
         if self.resumed_acc_best is not None:  # a resumed run: the best of the epochs before the interruption
             self.val_acc_best.update(torch.tensor(self.resumed_acc_best))
-        if hasattr(self.net, "on_train_epoch_start"):  # a mid-epoch resume gets no epoch-start hook from Lightning
+        if isinstance(self.net, ScheduledNet):  # a mid-epoch resume gets no epoch-start hook from Lightning
             self.net.on_train_epoch_start(self.current_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -187,8 +186,7 @@ class Classifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Before the strategy wraps the net: DDP keeps in sync only the parameters requiring grad at that time."""
         if stage == "fit" and self.trainer.world_size > 1 and isinstance(self.net, ScheduledNet):
-            ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None) or {}
-            self.net.prepare_distributed(bool(ddp_kwargs.get("find_unused_parameters", False)))
+            self.net.prepare_distributed(ddp_find_unused_parameters(self.trainer.strategy))
 
     def on_train_epoch_start(self) -> None:
         """Networks with a training schedule (transfer learning's frozen/fine-tuning phases) follow the epoch."""

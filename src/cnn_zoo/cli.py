@@ -20,23 +20,18 @@ from omegaconf import DictConfig
 
 from cnn_zoo import performance, startup_gc
 from cnn_zoo.config import CONFIG_DIR
-from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.errors import CnnZooError, one_line, user_errors
 from cnn_zoo.run_logging import tidy_output
 
 
-def one_line(err: BaseException) -> str:
-    """Hydra's message and its cause joined into one line (a missing option lists the available ones)."""
-    lines = [line.strip().rstrip(".") for line in str(err).splitlines() if line.strip()]
+def hydra_message(err: BaseException) -> str:
+    """Hydra's message and its cause in one line (`one_line`); a missing option lists the available ones."""
     if isinstance(err, MissingConfigException) and "Available options" in str(err):
-        head = lines[0]
+        lines = [line.strip().rstrip(".") for line in str(err).splitlines() if line.strip()]
         start = lines.index(next(line for line in lines if line.startswith("Available options")))
         options = [line for line in lines[start + 1 :] if not line.startswith(("Config search path", "provider="))]
-        return f"{head}; available: {', '.join(options)}"
-    text = "; ".join(line for line in lines if not line.startswith("See https://"))
-    cause = err.__cause__
-    if cause is not None and str(cause).strip():
-        text += f" ({str(cause).strip().splitlines()[0]})"
-    return text
+        return f"{lines[0]}; available: {', '.join(options)}"
+    return one_line(err, named=False, limit=2000)
 
 
 def hydra_command(run: Callable[[], Any]) -> Any:
@@ -58,7 +53,7 @@ def _hydra_command(run: Callable[[], Any]) -> Any:
         return run()
     except CompactHydraException as err:
         with user_errors():
-            raise CnnZooError(f"bad command line: {one_line(err)}") from None
+            raise CnnZooError(f"bad command line: {hydra_message(err)}") from None
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 

@@ -19,11 +19,12 @@ import logging
 import os
 import subprocess
 import sys
+from typing import Any
 
 import torch.distributed
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from cnn_zoo.lightning_compat import LauncherChoosingDDPStrategy, ScriptLauncher, SubprocessScriptLauncher
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,15 @@ def job_command(local_rank: int) -> tuple[list[str], str]:
     return command, hydra_cfg.runtime.cwd
 
 
-class HydraJobLauncher(_SubprocessScriptLauncher):
+class HydraJobLauncher(ScriptLauncher):
     """Lightning's script launcher, starting the children with `job_command` inside a Hydra job."""
 
-    def _call_children_scripts(self) -> None:
+    def start_children(self) -> None:
         if not HydraConfig.initialized():
-            super()._call_children_scripts()
+            super().start_children()
             return
         global _saved_env
-        self._check_can_spawn_children()
+        self.check_can_spawn_children()
         if _saved_env is None:
             _saved_env = {key: os.environ.get(key) for key in DDP_ENV}
         os.environ["MASTER_ADDR"] = self.cluster_environment.main_address
@@ -77,13 +78,13 @@ class HydraJobLauncher(_SubprocessScriptLauncher):
         _children.extend(self.procs)
 
 
-class HydraDDPStrategy(DDPStrategy):
+class HydraDDPStrategy(LauncherChoosingDDPStrategy):
     """`DDPStrategy` whose extra processes re-run the current Hydra job (see the module's docstring)."""
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if type(self._launcher) is _SubprocessScriptLauncher:
-            self._launcher = HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+    def choose_launcher(self, launcher: Any) -> Any:
+        if type(launcher) is SubprocessScriptLauncher:
+            return HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
+        return launcher
 
 
 def release(failed: bool = False, timeout: float = 120.0) -> None:

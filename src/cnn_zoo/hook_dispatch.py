@@ -4,9 +4,9 @@ Lightning calls every hook of every callback at every batch, six of them a train
 implements the hook or not: each call goes through a profiler context and builds the callback's `state_key`
 string, 10.6 us for one hook over the 13 callbacks of an MNIST run (0.8 us each), 64 us a step. A monitoring
 `ModelCheckpoint` with neither `every_n_train_steps` nor `train_time_interval` checks the trainer's state for
-36 us a step to find every time that there is nothing to save. Lightning's `_call_callback_hooks` skips an
-attribute that is not callable, so a hook set to None on the instance is never called: the same run, less
-bookkeeping. Only per-batch hooks are touched; epoch and checkpoint hooks run as always.
+36 us a step to find every time that there is nothing to save. Lightning's dispatch skips an attribute that is
+not callable, so a hook set to None on the instance is never called (`cnn_zoo.lightning_compat.remove_hook`):
+the same run, less bookkeeping. Only per-batch hooks are touched; epoch and checkpoint hooks run as always.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from cnn_zoo.lightning_compat import remove_hook, saves_at_train_steps
 
 BATCH_HOOKS = (
     "on_train_batch_start",
@@ -51,8 +53,7 @@ def never_saves_at_a_step(callback: L.Callback) -> bool:
         isinstance(callback, ModelCheckpoint)
         and "on_train_batch_end" not in vars(callback)
         and type(callback).on_train_batch_end is ModelCheckpoint.on_train_batch_end
-        and callback._every_n_train_steps < 1
-        and callback._train_time_interval is None
+        and not saves_at_train_steps(callback)
     )
 
 
@@ -60,4 +61,4 @@ def skip_idle_batch_hooks(callbacks: Iterable[L.Callback]) -> None:
     """Set each callback's idle per-batch hooks to None, which Lightning's dispatch skips."""
     for callback in callbacks:
         for hook in idle_batch_hooks(callback):
-            setattr(callback, hook, None)
+            remove_hook(callback, hook)

@@ -82,14 +82,6 @@ def class_names(pl_module: L.LightningModule) -> list[str]:
     return data_view(pl_module).class_names
 
 
-def facts_of(pl_module: L.LightningModule) -> dict[str, Any]:
-    """The flat facts view of the module's data spec (mean/std, vocabulary...), whichever form it was saved in."""
-    from cnn_zoo.data.spec import DataSpec
-
-    data = pl_module.hparams.get("data") or {}
-    return DataSpec.from_dict(data).facts() if "contract" in data else dict(data)
-
-
 def predictions(probs: Tensor) -> Tensor:
     """Class indices from the Classifier's probabilities: (N,) P(class 1) when binary, (N, C) otherwise."""
     return (probs >= 0.5).long() if probs.ndim == 1 else probs.argmax(dim=1)

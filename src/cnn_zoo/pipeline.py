@@ -53,8 +53,8 @@ def build_datamodule(cfg: DictConfig) -> ZooDataModule:
     return datamodule
 
 
-def build_classifier(cfg: DictConfig, data: DataSpec | dict[str, Any]) -> Classifier:
-    """The Classifier for `data`: a `DataSpec`, or its dict (`datamodule.facts` is accepted too)."""
+def build_classifier(cfg: DictConfig, data: DataSpec) -> Classifier:
+    """The Classifier for `data` (`datamodule.spec`); checkpoints rebuild theirs from the stored dict."""
     return Classifier(
         net=to_plain(cfg.model.net),
         data=data,

@@ -26,6 +26,7 @@ import torch
 import torch.distributed
 
 from cnn_zoo.data.sampling import EpochRandomSampler
+from cnn_zoo.lightning_compat import batches_processed_in_epoch
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ class ExactResume(L.Callback):
         if trainer is None:
             return 0
         # during on_train_batch_end (where step checkpoints are saved) the batch counts as processed, not completed
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return 0 if done >= trainer.num_training_batches else int(done)
+        done = batches_processed_in_epoch(trainer)
+        return 0 if done >= trainer.num_training_batches else done
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.pending is None:

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from cnn_zoo.atomic import write_atomic
+from cnn_zoo.errors import one_line
+
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("val/", "test/")  # the markdown table's metric columns; the CSV has every metric
@@ -32,18 +34,6 @@ SUMMARY_METRICS = ("val/", "test/")  # the markdown table's metric columns; the 
 
 def is_multirun(config: DictConfig) -> bool:
     return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file, so parallel jobs never leave a half-written summary."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def read_job(folder: Path) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     model = build_classifier(cfg, datamodule.spec)
     trainer = build_trainer(cfg, extra_callbacks)
     if trainer.is_global_zero:
-        write_json(cfg.paths.output_dir, "data.json", datamodule.facts)
+        write_json(cfg.paths.output_dir, "data.json", datamodule.spec.to_dict())  # as checkpoints hold it
         datamodule.save_artifacts(Path(cfg.paths.output_dir))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics: dict[str, Any] = dict(trainer.callback_metrics)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnn_zoo.config import user_cache_dir
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.errors import CnnZooError, one_line
 from cnn_zoo.progress import stage
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def fetch(resource: Resource, folder: Path, option: str = "source", timeout: flo
         return download(resource, folder, timeout)
     except (OSError, ValueError, http.client.HTTPException) as err:  # URLError, timeouts, short reads, bad URLs
         raise CnnZooError(
-            f"cannot download {resource.url} ({one_line(err)}); download it yourself and place it at {target} "
+            f"cannot download {resource.url} ({one_line(err, limit=160)}); "
+            f"download it yourself and place it at {target} "
             f"(or pass {option}=<path to it>), then run the same command again"
         ) from err
 
@@ -124,8 +125,3 @@ def transfer(url: str, partial: Path, timeout: float) -> None:
     if total is not None and received != total:
         raise OSError(f"connection closed after {received:,} of {total:,} bytes")
 
-
-def one_line(err: BaseException) -> str:
-    reason = getattr(err, "reason", None) or err
-    text = " ".join(str(reason).split())
-    return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__

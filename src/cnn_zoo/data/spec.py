@@ -24,8 +24,9 @@ Kind = Literal["image", "text", "sequence"]
 CONTRACT_VERSION = 2  # 1 = the flat `facts` dict of earlier checkpoints
 
 
-def _tuple(value: Any) -> tuple:
-    return tuple(value) if value is not None else ()
+def num_outputs_for(num_classes: int) -> int:
+    """Two classes are one logit (binary cross-entropy), as in the course; more get one logit each."""
+    return 1 if num_classes == 2 else num_classes
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,8 @@ class DataSpec:
 
     @property
     def num_outputs(self) -> int:
-        """Two classes are one logit (binary cross-entropy), as in the course; more get one logit each."""
-        return 1 if self.num_classes == 2 else self.num_classes
+        """The network's outputs (`num_outputs_for`)."""
+        return num_outputs_for(self.num_classes)
 
     @property
     def in_channels(self) -> int:

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule, renamed, require_fraction, require_positive, resolve_dir
 from cnn_zoo.data.csv_table import CsvFormat, Segment, read_table
-from cnn_zoo.data.spec import DataSpec, DataStats, SequencePreprocessing
+from cnn_zoo.data.spec import DataSpec, DataStats, SequencePreprocessing, plain
 from cnn_zoo.data.splits import PARTS, SPLIT_STRATEGIES, split_segments
 from cnn_zoo.data.windows import (
     MODES,
@@ -341,13 +341,22 @@ class TelemetryDataModule(ZooDataModule):
         return [str(c) for c in range(num_classes)]
 
     def save_artifacts(self, run_dir: Path) -> None:
-        """`scaler.json`: the training mean/std per feature and how samples were made (also in the facts)."""
+        """`scaler.json`: the training mean/std per feature and how samples were made (also in the spec)."""
         if self.spec is None:
             self.setup("fit")
-        facts = self.facts
-        keys = ("feature_names", "label_column", "mean", "std", "mode", "window", "window_label", "class_names")
+        prep = self.spec.preprocessing
+        scaler = {
+            "feature_names": prep.feature_names,
+            "label_column": prep.label_column,
+            "mean": prep.mean,
+            "std": prep.std,
+            "mode": prep.mode,
+            "window": prep.window if prep.mode == "window" else None,
+            "window_label": prep.window_label,
+            "class_names": self.spec.class_names,
+        }
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "scaler.json").write_text(json.dumps({k: facts[k] for k in keys}, indent=2) + "\n")
+        (run_dir / "scaler.json").write_text(json.dumps(plain(scaler), indent=2) + "\n")
 
 
 def as_list(value: str | Sequence[str] | None) -> list[str]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 
 from torch import Tensor, nn
 
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.models.interfaces import BackboneWithoutGradients
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d)
 
@@ -69,15 +69,7 @@ class ClassScores(nn.Module):
         return logits.reshape(len(logits), 1) * logits.new_tensor([-1.0, 1.0]) if self.binary else logits
 
 
-@contextmanager
-def gradients_through(net: nn.Module) -> Iterator[None]:
-    """Autograd through a frozen transfer backbone (it normally runs without it, from a feature cache)."""
-    if not hasattr(net, "unfrozen"):
-        yield
-        return
-    saved = net.unfrozen
-    net.unfrozen = True  # TransferNet.features: the backbone with autograd, no cache
-    try:
-        yield
-    finally:
-        net.unfrozen = saved
+def gradients_through(net: nn.Module) -> AbstractContextManager[None]:
+    """Autograd through every layer of `net` inside the block: a frozen transfer backbone normally runs without it
+    (`BackboneWithoutGradients`); any other network already does."""
+    return net.gradients_through() if isinstance(net, BackboneWithoutGradients) else nullcontext()

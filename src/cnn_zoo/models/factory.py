@@ -15,13 +15,8 @@ import hydra.utils
 from hydra.errors import InstantiationException
 from torch import nn
 
-from cnn_zoo.data.spec import DataSpec
+from cnn_zoo.data.spec import DataSpec, num_outputs_for
 from cnn_zoo.errors import CnnZooError
-
-
-def num_outputs_for(num_classes: int) -> int:
-    """Two classes are one logit (binary cross-entropy), as in the course; more get one logit each."""
-    return 1 if num_classes == 2 else num_classes
 
 
 def available_inputs(data: DataSpec | Mapping[str, Any]) -> dict[str, Any]:

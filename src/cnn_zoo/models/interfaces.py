@@ -2,11 +2,13 @@
 
 A network with a training schedule (transfer learning's frozen then fine-tuned phases) implements
 `ScheduledNet`; one whose weights come from outside the checkpoint (ImageNet files) implements `PretrainedNet`.
-The Classifier checks `isinstance(net, ScheduledNet)` (runtime-checkable Protocols) instead of probing names.
+The Classifier checks `isinstance(net, ScheduledNet)` (runtime-checkable Protocols) instead of probing names;
+attribution (`cnn_zoo.interpret`) asks a `BackboneWithoutGradients` net for gradients through all its layers.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -38,3 +40,11 @@ class ExportableNet(Protocol):
 
     def prepare_export(self) -> None:
         """Eval mode, caches off: the exported graph is the plain forward pass."""
+
+
+@runtime_checkable
+class BackboneWithoutGradients(Protocol):
+    """A network that runs part of itself without autograd (a frozen transfer backbone, often from a feature cache)."""
+
+    def gradients_through(self) -> AbstractContextManager[None]:
+        """Within the block, the forward pass runs with autograd through every layer and no cache (attribution)."""

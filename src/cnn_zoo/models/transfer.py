@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -284,3 +286,14 @@ class TransferNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    @contextmanager
+    def gradients_through(self) -> Iterator[None]:
+        """Autograd through the backbone, no feature cache, inside the block (Grad-CAM, saliency); the phase
+        (which parameters train) is left as it is."""
+        saved = self.unfrozen
+        self.unfrozen = True  # `features`: the backbone with autograd, no cache
+        try:
+            yield
+        finally:
+            self.unfrozen = saved

@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: epoch timing, the machine's description, markdown tables."""
+"""Shared by the benchmark scripts (not part of the cnn_zoo package): epoch timing, the machine's description,
+markdown tables, child processes timed with their CPU steal."""
 
 from __future__ import annotations
 
