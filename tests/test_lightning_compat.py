@@ -186,3 +186,21 @@ def test_a_fit_sets_the_hook_name_counts_batches_and_saves_as_model_checkpoint_d
     assert (tmp_path / "now.ckpt").is_file()
     assert checkpoint._last_global_step_saved == trainer.global_step == 3  # the same step is not saved again
     assert [c.dirpath for c in logger.saved] == [checkpoint.dirpath]  # the loggers were told
+
+
+def test_the_progress_bar_label_is_made_in_get_train_description() -> None:
+    """`EpochLabelledProgressBar.epoch_label` sees the label Lightning made, counted from 0, and replaces it."""
+    from types import SimpleNamespace
+
+    from cnn_zoo.lightning_compat import EpochLabelledProgressBar
+
+    seen = []
+
+    class Recording(EpochLabelledProgressBar):
+        def epoch_label(self, current_epoch: int, lightning_label: str) -> str:
+            seen.append((current_epoch, lightning_label.strip()))
+            return "mine"
+
+    bar = Recording()
+    bar._trainer = SimpleNamespace(max_epochs=10)
+    assert bar._get_train_description(3) == "mine" and seen == [(3, "Epoch 3/9")]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from cnn_zoo.lightning_compat import EpochLabelledProgressBar
 
 
 class EpochCheckpoint(ModelCheckpoint):
@@ -21,11 +23,11 @@ class EpochCheckpoint(ModelCheckpoint):
         return super().format_checkpoint_name(metrics, *args, **kwargs)
 
 
-class EpochProgressBar(RichProgressBar):
+class EpochProgressBar(EpochLabelledProgressBar):
     """Rich's progress bar showing `Epoch 1/10` for the first of ten epochs (Lightning shows `Epoch 0/9`)."""
 
-    def _get_train_description(self, current_epoch: int) -> str:  # Lightning's only hook for the bar's label
-        description = super()._get_train_description(current_epoch + 1)
+    def epoch_label(self, current_epoch: int, lightning_label: str) -> str:
+        label = f"Epoch {current_epoch + 1}"
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            description = description.replace(f"/{self.trainer.max_epochs - 1}", f"/{self.trainer.max_epochs}", 1)
-        return description
+            label += f"/{self.trainer.max_epochs}"
+        return f"{label:{len(lightning_label)}}"  # Lightning pads its label to the validation bar's

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
 from lightning.pytorch.strategies import DDPStrategy
 
 # why: Lightning has no public launcher that re-runs a command line. Public replacement: none (a launcher
@@ -148,3 +148,18 @@ def batches_processed_in_epoch(trainer: L.Trainer) -> int:
     public, its epoch loop's counters are not documented).
     """
     return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+# ------------------------------------------------------------------------------------ progress bar (epoch_numbers.py)
+class EpochLabelledProgressBar(RichProgressBar):
+    """Rich's bar whose training label a subclass chooses (`epoch_label`).
+
+    why: `_get_train_description` is the only place the bar's `Epoch 0/9` is made, and it counts from 0.
+    Public replacement: none in 2.6 (`RichProgressBarTheme` styles the label, it cannot change its text).
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return self.epoch_label(current_epoch, super()._get_train_description(current_epoch))
+
+    def epoch_label(self, current_epoch: int, lightning_label: str) -> str:
+        return lightning_label
