@@ -120,10 +120,17 @@ def token_bars(tokens: Sequence[str], values: Tensor | np.ndarray, path: Path, t
 
 
 def series_figure(
-    series: np.ndarray, values: np.ndarray, names: Sequence[str], path: Path, title: str, top: int = 5
+    series: np.ndarray,
+    values: np.ndarray,
+    names: Sequence[str],
+    path: Path,
+    title: str,
+    top: int = 5,
+    step_names: Sequence[str] | None = None,
 ) -> Path:
     """A window's features over time with the attribution per time step behind them, and the attribution per
-    feature and time step as a map. `values` is (features, time), or (time,) for a per-step map (Grad-CAM)."""
+    feature and time step as a map. `values` is (features, time), or (time,) for a per-step map (Grad-CAM).
+    `step_names` names the positions when they are not time steps (`mode=row`: the columns)."""
     values = np.asarray(values, dtype=np.float64)
     features, steps = series.shape
     per_step = values if values.ndim == 1 else values.sum(axis=0)
@@ -151,6 +158,11 @@ def series_figure(
         fig.colorbar(shown, ax=axes[1], shrink=0.8)
     else:
         ax.set_xlabel("time step")
+    if step_names is not None and len(step_names) == steps:
+        for axis in axes:
+            axis.set_xticks(range(steps), [str(n) for n in step_names], rotation=45, ha="right", fontsize=7)
+        axes[-1].set_xlabel("feature (column)")
+        ax.set_title(ax.get_title().replace("time step", "feature"), fontsize=9)
     return save(fig, path)
 
 
