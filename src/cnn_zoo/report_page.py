@@ -61,7 +61,13 @@ def read_scalars(folder: Path) -> tuple[dict[str, Points], dict[str, float]]:
     test: dict[str, float] = {}
     for log_dir in dirs[:1]:
         accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-        accumulator.Reload()
+        quiet = logging.getLogger("tensorboard")  # its directory watcher logs every file it opens at INFO
+        level = quiet.level
+        quiet.setLevel(max(level, logging.WARNING))
+        try:
+            accumulator.Reload()
+        finally:
+            quiet.setLevel(level)
         tags = set(accumulator.Tags().get("scalars", []))
         epoch_at: dict[int, int] = {}
         for event in accumulator.Scalars("epoch") if "epoch" in tags else []:

@@ -5,7 +5,11 @@
 job's outcome in `<job>/job.json`, then rewrites `summary.csv` and `summary.md` in the sweep folder from what
 the job folders hold (`.hydra/overrides.yaml`, `metrics.json`, `job.json`). Rebuilding from disk keeps the
 summary right when a sweep stops half-way (the basic sweeper raises after a failed job), runs jobs in parallel,
-or is resumed in the same folder.
+or is resumed in the same folder. It also (re)writes the sweep's page, `report.html` (`cnn_zoo.report_sweep`).
+
+Job folders are named `<job number>_<the job's swept overrides>` (`3_model=lenet,optimizer.lr=0.001`, the
+resolver `${cnn_zoo.job_folder:...}` of `conf/hydra/default.yaml`), so a person tells them apart in a listing and
+in TensorBoard; the number in front keeps them unique and ordered.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,45 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
+# keys never in a job folder's name: where things are written, and the sweep's own settings
+NOT_IN_FOLDER_NAME = ("hparams_search", "paths.data_dir", "paths.log_dir", "paths.cache_dir", "ckpt_path", "resume")
+FOLDER_NAME_LENGTH = 100  # characters of overrides after the job number (file systems allow 255)
+JOB_FOLDER = re.compile(r"^(\d+)(?:_.*)?$")
+swept_keys: set[str] | None = None  # the sweep's varying keys, set in `SweepSummary.on_multirun_start`
+
+
+def sweep_keys(config: DictConfig) -> set[str]:
+    """The keys a sweep varies: its command line's sweep overrides (`a=1,2`, `choice(...)`) and Optuna's params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()}
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    if isinstance(params, DictConfig):
+        keys |= {str(k) for k in params}
+    return keys
+
+
+def job_folder(num: Any, overrides: Any) -> str:
+    """`<num>_<key=value,...>`: the job's overrides of the swept keys (all of them where the sweep is not known:
+    a launcher in another process), made safe for a folder name and cut to `FOLDER_NAME_LENGTH` characters."""
+    kept = []
+    for item in [str(o) for o in overrides or []]:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra.") or key in NOT_IN_FOLDER_NAME:
+            continue
+        if swept_keys is not None and key not in swept_keys:
+            continue
+        kept.append(item.lstrip("+~"))
+    name = re.sub(r"[^\w.,=+-]+", "-", ",".join(sorted(kept)))[:FOLDER_NAME_LENGTH].rstrip("-.,")
+    return f"{num}_{name}" if name else str(num)
+
+
+def job_number(folder: Path) -> int | None:
+    match = JOB_FOLDER.match(folder.name)
+    return int(match.group(1)) if match else None
+
+
 def read_job(folder: Path) -> dict[str, Any]:
     """One job folder as a row: number, status, overrides (`key -> value`), metrics, error."""
     overrides: dict[str, str] = {}
@@ -59,7 +103,8 @@ def read_job(folder: Path) -> dict[str, Any]:
     status = json.loads(status_file.read_text()) if status_file.is_file() else {}
     default = "completed" if metrics else "interrupted"  # no job.json: killed, or still running elsewhere
     return {
-        "job": int(folder.name),
+        "job": job_number(folder),
+        "folder": folder.name,
         "status": status.get("status", default),
         "overrides": overrides,
         "metrics": metrics,
@@ -68,8 +113,8 @@ def read_job(folder: Path) -> dict[str, Any]:
 
 
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    folders = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()] if sweep_dir.is_dir() else []
-    return [read_job(p) for p in sorted(folders, key=lambda p: int(p.name))]
+    folders = [p for p in sweep_dir.iterdir() if p.is_dir() and job_number(p) is not None] if sweep_dir.is_dir() else []
+    return [read_job(p) for p in sorted(folders, key=lambda p: (job_number(p), p.name))]
 
 
 def best_job(jobs: list[dict[str, Any]], metric: str | None, direction: str | None) -> dict[str, Any] | None:
@@ -155,7 +200,15 @@ def write_summary(sweep_dir: Path, metric: str | None = None, direction: str | N
 
 
 class SweepSummary(Callback):
-    """Hydra callback: `job.json` per job, `summary.csv`/`summary.md` per sweep (multirun only)."""
+    """Hydra callback: `job.json` per job, `summary.csv`/`summary.md`/`report.html` per sweep (multirun only)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global swept_keys
+        try:
+            swept_keys = sweep_keys(config)
+        except Exception as err:  # a name is a convenience: every override goes into it then
+            log.warning("job folders named by all their overrides: %s", err)
+            swept_keys = None
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not is_multirun(config):
@@ -177,5 +230,10 @@ class SweepSummary(Callback):
 
     @staticmethod
     def summarise(config: DictConfig) -> list[dict[str, Any]]:
+        from cnn_zoo.report_sweep import write_sweep_page
+
         metric = OmegaConf.select(config, "optimized_metric", default=None)
-        return write_summary(Path(config.hydra.sweep.dir), metric, sweep_direction(config))
+        jobs = write_summary(Path(config.hydra.sweep.dir), metric, sweep_direction(config))
+        if jobs:
+            write_sweep_page(Path(config.hydra.sweep.dir))
+        return jobs
