@@ -164,7 +164,7 @@ class ConfusionMatrixImage(L.Callback):
         value = self.matrix.compute()  # every rank: the states are gathered across processes
         self.last = value.cpu()
         counts = self.counts.compute().cpu() if self.counts is not None else self.last
-        if self.write_files and trainer.is_global_zero:
+        if self.write_files and trainer.is_global_zero and getattr(trainer, "default_root_dir", None):
             tested = Path(trainer.ckpt_path).name if trainer.ckpt_path else "final weights"
             content = {"class_names": class_names(pl_module), "matrix": counts.long().tolist(), "tested": tested}
             path = Path(trainer.default_root_dir) / "confusion_matrix.json"

@@ -63,10 +63,11 @@ def sweep_keys(config: DictConfig) -> set[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     task = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
-    keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()}
+    parsed = OverridesParser.create().parse_overrides(task)
+    keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
-    if isinstance(params, DictConfig):
-        keys |= {str(k) for k in params}
+    if isinstance(params, DictConfig):  # Optuna's search space, less what the command line fixes
+        keys |= {str(k) for k in params} - {o.key_or_group for o in parsed if not o.is_sweep_override()}
     return keys
 
 
