@@ -56,6 +56,13 @@ def test_report_of_a_trained_run(compose_cfg, mnist_root: Path, tmp_path: Path, 
     metrics = train(cfg)
     page = tmp_path / "run" / "report.html"
     assert page.is_file()  # written by training itself
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["command"] == "train" and record["machine"]["precision"] in ("bf16-mixed", "32-true")
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert all(e["samples"] == 300 - 60 and e["samples_per_second"] > 0 for e in record["epochs"])  # train - val
+    assert record["duration_seconds"] >= record["fit_seconds"] > 0 and record["tested"].startswith("epoch_")
+    assert "net.features" in (tmp_path / "run" / "network.txt").read_text()
+    assert "train/acc_epoch" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
     page.unlink()
     main([str(tmp_path / "run"), "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out.strip().splitlines()

@@ -86,7 +86,7 @@ def curves_figure(
 def confusion_figure(matrix: Sequence[Sequence[int]], names: Sequence[str], title: str) -> Figure:
     """Counts with rows = true class, columns = predicted; each cell shaded by its share of the true class."""
     size = len(names)
-    side = max(3.6, 0.55 * size + 2)
+    side = max(3.4, 0.4 * size + 1.8)
     fig = Figure(figsize=(side, side), layout="constrained")
     ax = fig.add_subplot()
     totals = [max(sum(row), 1) for row in matrix]

@@ -268,9 +268,13 @@ def what_ran(
         if len(seconds) > 1:
             text += f"; first {seconds[0]:.2f} s, last {seconds[-1]:.2f} s"
         facts.append(("seconds per epoch", text))
+        validation = [float(e["validation_seconds"]) for e in epochs if e.get("validation_seconds") is not None]
+        if validation:
+            facts.append(("validation per epoch", f"{sum(validation) / len(validation):.2f} s (mean, in the above)"))
         rates = [float(e["samples_per_second"]) for e in epochs if e.get("samples_per_second")]
         if rates:
-            facts.append(("training samples per second", f"{sum(rates) / len(rates):.1f} (mean over epochs)"))
+            text = f"{sum(rates) / len(rates):.1f} (mean over epochs, validation time left out)"
+            facts.append(("training samples per second", text))
     if record.get("test_seconds") is not None:
         facts.append(("test", f"{seconds_text(float(record['test_seconds']))} on {record.get('tested', '')}"))
     return facts

@@ -149,20 +149,37 @@ class RunRecord(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.clock["epoch"] = time.perf_counter()
+        self.clock["validation_total"] = 0.0
         self.batches_at_start = trainer.fit_loop.epoch_loop.batch_progress.total.completed
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.folder is None or "epoch" not in self.clock:
             return
         seconds = time.perf_counter() - self.clock["epoch"]
+        validation = self.clock.get("validation_total", 0.0)  # Lightning validates inside the training epoch
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed - self.batches_at_start
         samples = self.samples(trainer, batches)
-        epoch = {"epoch": trainer.current_epoch + 1, "seconds": round(seconds, 3), "batches": batches}
-        if samples:
-            epoch |= {"samples": samples, "samples_per_second": round(samples / max(seconds, 1e-9), 1)}
+        epoch = {
+            "epoch": trainer.current_epoch + 1,
+            "seconds": round(seconds, 3),
+            "validation_seconds": round(validation, 3),
+            "batches": batches,
+        }
+        if samples:  # training samples per second of training (the validation's time left out)
+            rate = samples / max(seconds - validation, 1e-9)
+            epoch |= {"samples": samples, "samples_per_second": round(rate, 1)}
         epochs = [e for e in self.record.get("epochs", []) if e.get("epoch") != epoch["epoch"]]
         self.record["epochs"] = [*epochs, epoch]
         self.write()
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.clock["validation"] = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if "validation" in self.clock:
+            spent = time.perf_counter() - self.clock.pop("validation")
+            self.clock["validation_total"] = self.clock.get("validation_total", 0.0) + spent
 
     @staticmethod
     def samples(trainer: L.Trainer, batches: int) -> int | None:
