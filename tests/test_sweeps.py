@@ -118,9 +118,8 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
     assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.COMPLETE in states
     for trial in study.trials:
         folder = job_folder(sweep, trial.number)
-        # named by the searched parameters, without those the command line fixed (model=lenet)
-        assert folder.name.startswith(f"{trial.number}_data.batch_size=") and ",optimizer.lr=" in folder.name
-        assert "model=" not in folder.name and "weight_decay" not in folder.name
+        # named by the searched parameter, without those the command line fixed (model, batch size, weight decay)
+        assert folder.name == f"{trial.number}_optimizer.lr={trial.params['optimizer.lr']}"
         outcome = json.loads((folder / "job.json").read_text())
         completed = trial.state == optuna.trial.TrialState.COMPLETE
         assert outcome["status"] == ("completed" if completed else "failed")
@@ -146,6 +145,11 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
     assert len([p for p in sweep.iterdir() if job_number(p) == 0]) == 1
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["job"] for r in rows] == ["0", "1", "3"]  # trial 2 died before Hydra made its folder
+    settings = json.loads((sweep / "sweep.json").read_text())  # what the sweep page reads the study with
+    assert settings["storage"] == storage and settings["direction"] == "maximize"
+    page = (sweep / "report.html").read_text()
+    assert 'id="optuna-history"' in page and "study <code>mnist_optuna</code>" in page and "4 trials" in page
+    assert page.count('<tr class="job') == 3 and "Invalid learning rate" in page
 
 
 def test_slurm_launcher_config_composes_where_the_plugin_is_installed() -> None:

@@ -14,66 +14,53 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from cnn_zoo import report_figures as figures
 from cnn_zoo.report_page import PAGE, monitor_of, number, read_json, read_scalars, read_yaml, render, seconds_text
-from cnn_zoo.sweeps import SUMMARY_METRICS, best_job, collect_jobs
+from cnn_zoo.sweeps import SUMMARY_METRICS, SWEEP_FILE, best_job, collect_jobs
 
 log = logging.getLogger(__name__)
 
 STATUS_WORDS = {"completed": "finished"}  # job.json's word, and the page's
 
 
-def sweep_config(sweep_dir: Path) -> DictConfig | None:
+def sweep_settings(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's metric, direction and Optuna storage: `sweep.json` (`SweepSummary` writes it as the sweep
+    starts), else Hydra's `multirun.yaml` (the basic sweeper's; `${hydra.sweep.dir}` replaced by the folder)."""
+    saved = read_json(sweep_dir / SWEEP_FILE)
+    if isinstance(saved, dict):
+        return saved
     path = sweep_dir / "multirun.yaml"
     if not path.is_file():
-        return None
+        return {}
     try:
-        return OmegaConf.load(path)
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception:  # a damaged file: the page goes without the sweep's settings
-        return None
+        return {}
+    sweeper = (raw.get("hydra") or {}).get("sweeper") or {}
+    storage = sweeper.get("storage")
+    direction = sweeper.get("direction")
+    return {
+        "optimized_metric": raw.get("optimized_metric"),
+        "direction": direction if isinstance(direction, str) else None,
+        "storage": storage.replace("${hydra.sweep.dir}", str(sweep_dir)) if isinstance(storage, str) else None,
+        "study_name": sweeper.get("study_name"),
+    }
 
 
-def select(config: DictConfig | None, key: str) -> Any:
-    """A value of the saved sweep config, resolved where it can be (`${hydra.sweep.dir}`), else as written."""
-    if config is None:
-        return None
-    try:
-        return OmegaConf.select(config, key, default=None)
-    except Exception:
-        return OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
-
-
-def objective(config: DictConfig | None) -> tuple[str | None, str | None]:
+def objective(settings: dict[str, Any]) -> tuple[str | None, str | None]:
     """The sweep's metric and direction: the sweeper's (Optuna), else the metric's own sense (loss: minimise)."""
-    metric = select(config, "optimized_metric")
-    direction = select(config, "hydra.sweeper.direction")
-    if isinstance(direction, list | tuple):
-        direction = direction[0] if direction else None
+    metric, direction = settings.get("optimized_metric"), settings.get("direction")
     if metric and direction not in ("maximize", "minimize"):
         direction = "minimize" if "loss" in str(metric) else "maximize"
     return (str(metric) if metric else None), (str(direction) if direction else None)
 
 
-def storage_url(config: DictConfig | None, sweep_dir: Path) -> tuple[str | None, str | None]:
-    """The Optuna storage and study name of the sweep config; `${hydra.sweep.dir}` becomes the folder itself."""
-    if config is None:
-        return None, None
-    sweeper = OmegaConf.select(config, "hydra.sweeper", default=None)
-    if not isinstance(sweeper, DictConfig) or "storage" not in sweeper:
-        return None, None
-    raw = OmegaConf.to_container(sweeper, resolve=False)
-    storage, name = raw.get("storage"), raw.get("study_name")
-    if not isinstance(storage, str):
-        return None, None
-    return storage.replace("${hydra.sweep.dir}", str(sweep_dir)), str(name) if name else None
-
-
-def optuna_section(config: DictConfig | None, sweep_dir: Path, direction: str | None, metric: str | None) -> dict:
+def optuna_section(settings: dict[str, Any], direction: str | None, metric: str | None) -> dict:
     """History and importances of the stored study, or a note saying why there are none."""
-    storage, name = storage_url(config, sweep_dir)
-    if storage is None:
+    storage, name = settings.get("storage"), settings.get("study_name")
+    if not storage:
         return {}
     try:
         import optuna
@@ -112,8 +99,8 @@ def job_status(job: dict[str, Any]) -> str:
 
 def describe_sweep(sweep_dir: Path) -> dict[str, Any]:
     jobs = collect_jobs(sweep_dir)
-    config = sweep_config(sweep_dir)
-    metric, direction = objective(config)
+    settings = sweep_settings(sweep_dir)
+    metric, direction = objective(settings)
     best = best_job(jobs, metric, direction)
     known = [j for j in jobs if j["overrides"]]
     keys = sorted({k for j in known for k in j["overrides"]})
@@ -174,7 +161,7 @@ def describe_sweep(sweep_dir: Path) -> dict[str, Any]:
         "direction": direction,
         "best": best,
         "overlay": overlay,
-        "optuna": optuna_section(config, sweep_dir, direction, metric),
+        "optuna": optuna_section(settings, direction, metric),
     }
 
 
@@ -197,4 +184,4 @@ def write_sweep_page_or_raise(sweep_dir: Path) -> Path:
 
 
 def is_sweep_folder(folder: Path) -> bool:
-    return (folder / "multirun.yaml").is_file() or bool(collect_jobs(folder))
+    return any((folder / n).is_file() for n in (SWEEP_FILE, "multirun.yaml")) or bool(collect_jobs(folder))

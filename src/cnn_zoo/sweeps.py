@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("val/", "test/")  # the markdown table's metric columns; the CSV has every metric
+SWEEP_FILE = "sweep.json"  # the sweep's metric, direction and Optuna study, written when it starts
 
 
 def is_multirun(config: DictConfig) -> bool:
@@ -191,6 +192,23 @@ def sweep_direction(config: DictConfig) -> str | None:
     return str(name) if isinstance(name, str) else None
 
 
+def sweep_settings(config: DictConfig) -> dict[str, Any]:
+    """What the sweep page needs of the sweep's config (Optuna's sweeper saves no `multirun.yaml`): the metric,
+    the direction, and the Optuna storage URL and study name when there is a study."""
+    settings: dict[str, Any] = {
+        "optimized_metric": OmegaConf.select(config, "optimized_metric", default=None),
+        "direction": sweep_direction(config),
+        "swept_keys": sorted(swept_keys) if swept_keys is not None else None,
+    }
+    for key in ("storage", "study_name"):
+        try:
+            value = OmegaConf.select(config, f"hydra.sweeper.{key}", default=None)
+        except Exception:  # an unresolvable value: the page goes without the study
+            value = None
+        settings[key] = value if isinstance(value, str) else None
+    return settings
+
+
 def write_summary(sweep_dir: Path, metric: str | None = None, direction: str | None = None) -> list[dict[str, Any]]:
     """(Re)write `summary.csv` and `summary.md` in `sweep_dir` from its job folders; returns the rows."""
     jobs = collect_jobs(sweep_dir)
@@ -210,6 +228,9 @@ class SweepSummary(Callback):
         except Exception as err:  # a name is a convenience: every override goes into it then
             log.warning("job folders named by all their overrides: %s", err)
             swept_keys = None
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(sweep_dir / SWEEP_FILE, json.dumps(sweep_settings(config), indent=2) + "\n")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not is_multirun(config):
