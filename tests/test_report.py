@@ -133,3 +133,28 @@ def test_a_job_folder_is_named_by_its_swept_overrides(monkeypatch: pytest.Monkey
     assert sweeps.job_folder(1, ["paths.data_dir=/data"]) == "1"
     assert len(sweeps.job_folder(12, [f"k{i}=" + "v" * 30 for i in range(9)])) == 3 + sweeps.FOLDER_NAME_LENGTH
     assert [sweeps.job_number(Path(n)) for n in ("3_model=lenet", "12", "x_1", "summary.md")] == [3, 12, None, None]
+
+
+def test_sweep_page_of_an_optuna_study_has_history_and_importances(tmp_path: Path) -> None:
+    optuna = pytest.importorskip("optuna", reason="the `hpo` extra is not installed")
+    from cnn_zoo.report_sweep import describe_sweep, write_sweep_page
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=storage, direction="minimize")
+    study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True) + len(t.suggest_categorical("m", ["a", "bb"])),
+                   n_trials=5)  # fmt: skip
+    settings = {"optimized_metric": "val/loss", "direction": "minimize", "storage": storage, "study_name": "s"}
+    (tmp_path / "sweep.json").write_text(json.dumps(settings))
+    for trial in study.trials:
+        folder = tmp_path / f"{trial.number}_lr={trial.params['lr']:.4g},m={trial.params['m']}"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(f"- lr={trial.params['lr']:.4g}\n- m={trial.params['m']}\n")
+        (folder / "metrics.json").write_text(json.dumps({"val/loss": trial.value}))
+    sweep = describe_sweep(tmp_path)
+    assert sweep["optuna"]["trials"] == 5 and sweep["direction"] == "minimize"
+    assert sweep["optuna"]["history"].startswith("data:image/png") and sweep["optuna"]["importances"]
+    assert [row["best"] for row in sweep["jobs"]].index(True) == study.best_trial.number
+    assert sweep["varying"] == ["lr", "m"] or sweep["varying"] == ["lr"]  # m may come out the same in 5 trials
+    page = write_sweep_page(tmp_path).read_text()
+    assert 'id="optuna-importances"' in page and page.count('<tr class="job') == 5

@@ -142,6 +142,7 @@ def history_figure(numbers: Sequence[int], values: Sequence[float], maximize: bo
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
     ax.set_title("optimisation history", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
