@@ -158,3 +158,20 @@ def test_sweep_page_of_an_optuna_study_has_history_and_importances(tmp_path: Pat
     assert sweep["varying"] == ["lr", "m"] or sweep["varying"] == ["lr"]  # m may come out the same in 5 trials
     page = write_sweep_page(tmp_path).read_text()
     assert 'id="optuna-importances"' in page and page.count('<tr class="job') == 5
+
+
+def test_top_loss_rows_of_a_row_mode_model_are_drawn_against_their_column_names(tmp_path: Path) -> None:
+    import numpy as np
+
+    from cnn_zoo.interpret.render import series_grid
+
+    rows = np.random.default_rng(0).normal(size=(3, 1, 4))  # mode=row: one channel, positions are the columns
+    columns = ["speed", "temp", "volt", "amps"]
+    fig = series_grid(rows, ["a→b", "b→a", "a→b"], ["row"], tmp_path / "t.png", "top losses", step_names=columns)
+    assert (tmp_path / "t.png").read_bytes().startswith(PNG_MAGIC)
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert len(shown) == 3
+    assert [t.get_text() for t in shown[0].get_xticklabels()] == columns
+    windows = np.zeros((2, 3, 8))  # mode=window: features over time, the labelling step shaded
+    fig = series_grid(windows, ["x", "y"], ["f0", "f1", "f2"], None, "top losses", labelled_step=-1)
+    assert fig.axes[0].get_xlabel() == "time step" and fig.axes[0].patches  # the shaded last step

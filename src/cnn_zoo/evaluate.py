@@ -60,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     # the confusion matrix of the very batches the metrics saw (trainer.limit_test_batches limits both)
     matrix_callback = ConfusionMatrixImage(write_files=False, tta=True)
-    extra: list[L.Callback] = [matrix_callback, RunRecord(command="evaluate")]
+    extra: list[L.Callback] = [matrix_callback, RunRecord(command="evaluate", tested=Path(cfg.ckpt_path).name)]
     if int(cfg.get("top_losses", 0)) > 0:
         extra.append(TopLosses(max_samples=int(cfg.top_losses)))
     trainer = inference_trainer(cfg, extra_callbacks=extra)

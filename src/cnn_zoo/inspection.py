@@ -29,6 +29,7 @@ from torchvision.utils import make_grid
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.interpret.inputs import DataView
 from cnn_zoo.interpret.render import mistakes_grid
+from cnn_zoo.interpret.render import series_grid as mistakes_series
 from cnn_zoo.interpret.toplosses import (
     Mistake,
     class_probabilities,
@@ -252,9 +253,25 @@ class TopLosses(L.Callback):
             fig = self.image_figure(pl_module, view, torch.stack(inputs), folder)
             if logger is not None:
                 logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
+        elif self.mistakes and view.kind == "sequence":  # telemetry windows (or rows) plotted
+            fig = self.series_figure(view, torch.stack(inputs), folder)
+            if logger is not None:
+                logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
         elif self.mistakes and logger is not None:
             logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
         self.reset()
+
+    def series_figure(self, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
+        labels = [
+            f"{view.class_names[m.target]}→{view.class_names[m.predicted]} p={m.probability:.2f} loss={m.loss:.2f}"
+            for m in self.mistakes
+        ]
+        label_at = {"last": -1}.get(str(view.facts.get("window_label"))) if view.facts.get("mode") == "window" else None
+        path = folder / "top_losses.png" if folder is not None else None
+        return mistakes_series(
+            inputs.float().numpy(), labels, view.series_names, path, "top losses: true→predicted, probability, loss",
+            step_names=view.step_names, labelled_step=label_at, nrow=min(self.nrow, 4),
+        )  # fmt: skip
 
     def image_figure(self, pl_module: L.LightningModule, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
         images = view.displayable(inputs).permute(0, 2, 3, 1).numpy()

@@ -96,8 +96,9 @@ class RunRecord(L.Callback):
     """Writes `run.json` (start, end, versions, commit, machine, per-epoch seconds and samples/s, test time) and
     `network.txt` (the layer summary) into the run folder."""
 
-    def __init__(self, command: str | None = None) -> None:
+    def __init__(self, command: str | None = None, tested: str | None = None) -> None:
         self.command = command
+        self.tested = tested  # what a test of a module passed in directly (evaluate) ran on: its checkpoint
         self.record: dict[str, Any] = {}
         self.folder: Path | None = None
         self.clock: dict[str, float] = {}
@@ -208,7 +209,8 @@ class RunRecord(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.folder is not None and "test" in self.clock:
             self.record["test_seconds"] = round(time.perf_counter() - self.clock.pop("test"), 3)
-            self.record["tested"] = Path(trainer.ckpt_path).name if trainer.ckpt_path else "final weights"
+            tested = Path(trainer.ckpt_path).name if trainer.ckpt_path else self.tested
+            self.record["tested"] = tested or "final weights"
             self.write()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

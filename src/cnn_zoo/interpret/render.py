@@ -191,3 +191,49 @@ def mistakes_grid(
     if path is not None:
         save(fig, path)
     return fig
+
+
+def series_grid(
+    series: np.ndarray,
+    labels: Sequence[str],
+    names: Sequence[str],
+    path: Path | None,
+    title: str,
+    step_names: Sequence[str] | None = None,
+    labelled_step: int | None = None,
+    nrow: int = 4,
+    top: int = 3,
+) -> Figure:
+    """Top-loss sequence inputs (N, features, steps), one small plot each: the `top` most varying features over
+    the window with the step that labels it shaded (`labelled_step`, e.g. -1 for the last), or, in `mode=row`
+    (`step_names`: one channel whose positions are the columns), the row's standardised values per column."""
+    count = len(series)
+    columns = min(nrow, count)
+    rows = math.ceil(count / columns)
+    fig = Figure(figsize=(3.3 * columns + 0.3, 2.4 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        if index >= count:
+            ax.set_axis_off()
+            continue
+        x = np.asarray(series[index], dtype=np.float64)
+        steps = x.shape[1]
+        if step_names is not None and x.shape[0] == 1 and len(step_names) == steps:
+            ax.bar(range(steps), x[0], color=["#d62828" if v >= 0 else "#2856dc" for v in x[0]])
+            ax.set_xticks(range(steps), [str(n) for n in step_names], rotation=60, ha="right", fontsize=5)
+            ax.axhline(0, color="black", linewidth=0.5)
+        else:
+            for f in np.argsort(-x.std(axis=1))[:top]:
+                ax.plot(range(steps), x[f], linewidth=1, label=str(names[f]) if f < len(names) else f"f{f}")
+            if labelled_step is not None:
+                at = labelled_step % steps
+                ax.axvspan(at - 0.5, at + 0.5, color="#d62828", alpha=0.25, linewidth=0)
+            ax.set_xlabel("time step", fontsize=6)
+            ax.legend(fontsize=5, loc="upper left")
+        ax.tick_params(labelsize=5)
+        ax.set_title(labels[index], fontsize=6, pad=2)
+    suffix = " (shaded: the step that labels the window)" if labelled_step is not None and step_names is None else ""
+    fig.suptitle(title + suffix, fontsize=8)
+    if path is not None:
+        save(fig, path)
+    return fig
