@@ -120,7 +120,7 @@ def test_top_losses_text_decodes_the_vocabulary_and_skips_without_one(tmp_path: 
     trainer.loggers[0].experiment.flush()
     assert "test/top_losses/text_summary" in read_events(tmp_path / "without" / "tb").Tags()["tensors"]
 
-    callback = TopLosses(words=10)
+    callback = TopLosses(words=10, heatmaps=False)  # a fake module has no convolution for Grad-CAM
     trainer = fake_trainer(tmp_path / "with")
     trainer.default_root_dir = str(tmp_path / "run")
     module = fake_module(kind="text", num_classes=2, class_names=["neg", "pos"], vocab=vocab)
@@ -130,6 +130,9 @@ def test_top_losses_text_decodes_the_vocabulary_and_skips_without_one(tmp_path: 
     table = (tmp_path / "run" / "top_losses.md").read_text().splitlines()
     assert table[-1] == f"| 1 | 0 | neg | pos | 0.800 | {-np.log(0.2):.3f} | a great film |"
     assert (tmp_path / "run" / "most_confused.md").read_text().splitlines()[-1] == "| neg | pos | 1 | 50.00% |"
+    reviews = (tmp_path / "run" / "top_losses.html").read_text()  # the run page's highlighted reviews
+    assert "1. test sample 0: neg read as pos" in reviews and ">great</span>" in reviews
+    assert "&lt;pad&gt;" not in reviews
     trainer.loggers[0].experiment.flush()
     tags = read_events(tmp_path / "with" / "tb").Tags()["tensors"]
     assert {"test/top_losses/text_summary", "test/most_confused/text_summary"} <= set(tags)

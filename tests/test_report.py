@@ -99,6 +99,7 @@ def test_run_page_reads_the_run_folder_files(tmp_path: Path) -> None:
     facts = {"class_names": ["cat", "dog"], "split_sizes": {"train": 20, "val": 4, "test": 20},
              "split_class_counts": {"train": [10, 10], "test": [10, 10]}}  # fmt: skip
     (run / "data.json").write_text(json.dumps(facts))
+    (run / "top_losses.html").write_text('<div class="tokens"><span title="+1">dull</span></div>')
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "epoch_001.ckpt").write_bytes(b"x")
     section = describe_run(run)
@@ -116,6 +117,7 @@ def test_run_page_reads_the_run_folder_files(tmp_path: Path) -> None:
     html = write_run_page(run).read_text()
     assert "<title>cnn_zoo run 2026-01-01_mnist_lenet</title>" in html and 'href="checkpoints/epoch_001.ckpt"' in html
     assert "http://" not in html and "https://" not in html  # nothing fetched from the network
+    assert '<div id="top-losses-reviews">' in html and '<span title="+1">dull</span>' in html  # the reviews' words
 
 
 def test_per_class_scores_of_a_class_never_predicted() -> None:

@@ -28,7 +28,7 @@ from torchvision.utils import make_grid
 
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.interpret.inputs import DataView
-from cnn_zoo.interpret.render import mistakes_grid
+from cnn_zoo.interpret.render import mistakes_grid, token_html
 from cnn_zoo.interpret.render import series_grid as mistakes_series
 from cnn_zoo.interpret.toplosses import (
     Mistake,
@@ -257,9 +257,27 @@ class TopLosses(L.Callback):
             fig = self.series_figure(view, torch.stack(inputs), folder)
             if logger is not None:
                 logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
-        elif self.mistakes and logger is not None:
-            logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
+        else:
+            if self.mistakes and folder is not None and view.has_vocabulary:
+                self.write_reviews(pl_module, view, inputs, folder)
+            if self.mistakes and logger is not None:
+                logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
         self.reset()
+
+    def write_reviews(self, pl_module: L.LightningModule, view: DataView, inputs: list[Tensor], folder: Path) -> None:
+        """`top_losses.html`: each misread review's words, coloured by the Grad-CAM of the wrong prediction (the
+        run page shows it); without a convolution or with `heatmaps: false`, the words uncoloured."""
+        maps = self.gradcams(pl_module, torch.stack(inputs)) if self.heatmaps else None
+        parts = []
+        for rank, (m, tokens) in enumerate(zip(self.mistakes, inputs, strict=True), 1):
+            words = view.words(tokens)
+            values = maps[rank - 1] if maps is not None else np.zeros(len(words))
+            title = (
+                f"{rank}. test sample {m.index}: {view.class_names[m.target]} read as "
+                f"{view.class_names[m.predicted]} (p={m.probability:.2f}, loss={m.loss:.2f})"
+            )
+            parts.append(token_html(words, values, title))
+        (folder / "top_losses.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
 
     def series_figure(self, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
         labels = [

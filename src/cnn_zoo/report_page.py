@@ -161,6 +161,7 @@ class Section:
     confusion_title: str = ""
     classes: list[dict[str, Any]] = field(default_factory=list)
     top_losses_image: str | None = None
+    top_losses_html: str = ""  # reviews with their words highlighted, written by cnn_zoo itself
     top_losses: tuple[list[str], list[list[str]]] = ([], [])
     confused: tuple[list[str], list[list[str]]] = ([], [])
     data_rows: list[list[str]] = field(default_factory=list)
@@ -321,6 +322,9 @@ def add_top_losses(section: Section, folder: Path) -> None:
     image = folder / "top_losses.png"
     if image.is_file():
         section.top_losses_image = figures.png_uri(image.read_bytes())
+    reviews = folder / "top_losses.html"  # `TopLosses.write_reviews`: escaped words in coloured spans
+    if reviews.is_file():
+        section.top_losses_html = reviews.read_text(encoding="utf-8")
     for name, slot in (("top_losses.md", "top_losses"), ("most_confused.md", "confused")):
         path = folder / name
         if path.is_file():
