@@ -46,6 +46,10 @@ def test_sweep_report_has_figures_per_job_and_one_table(tmp_path: Path) -> None:
     assert "| 0 | 3 | 0.9000 (2) | 0.2000 (2) | 0.7000 | 0.8000 | 0.8500 |" in text
     assert "| 1 | 2 | 0.7000 (2) | 0.4000 (2) | 0.6000 | 0.7000 | 0.6500 |" in text
     assert "![accuracy](1/accuracy.png)" in text
+    main([str(tmp_path)])  # the command: the sweep page and each job's own page
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('<tr class="job') == 2 and 'href="0/report.html"' in page and 'id="curves-figure"' in page
+    assert 'id="curves-figure"' in (tmp_path / "1" / "report.html").read_text()
 
 
 def test_report_of_a_trained_run(compose_cfg, mnist_root: Path, tmp_path: Path, capsys) -> None:

@@ -168,14 +168,19 @@ def report(folder: str | Path, out_dir: str | Path | None = None) -> Path:
 
 
 def write_page(folder: str | Path) -> Path:
-    """`<folder>/report.html`: the sweep page for a sweep folder (job folders, `multirun.yaml`), else the run page."""
-    from cnn_zoo.report_page import is_run_folder, write_page
+    """`<folder>/report.html`: for a sweep folder (job folders, `sweep.json` or `multirun.yaml`) the sweep page and
+    each job's run page, else the run page."""
+    from cnn_zoo.report_page import is_run_folder, write_page, write_run_page
     from cnn_zoo.report_sweep import is_sweep_folder, write_sweep_page_or_raise
+    from cnn_zoo.sweeps import collect_jobs
 
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise CnnZooError(f"report: {folder} is not a folder; give a run folder (outputs/runs/...) or a sweep folder")
     if is_sweep_folder(folder):
+        for job in collect_jobs(folder):  # each job's own page first: the sweep page links to them
+            if is_run_folder(folder / job["folder"]):
+                write_run_page(folder / job["folder"])
         return write_sweep_page_or_raise(folder)
     if is_run_folder(folder):
         return write_page(folder)
