@@ -9,7 +9,6 @@ stopped early or an older run folder. The figures are PNG data URIs: the page is
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -218,8 +217,7 @@ def describe_run(folder: Path) -> Section:
 
 
 def run_status(record: dict[str, Any], metrics: dict[str, Any]) -> str:
-    if metrics and record.get("finished"):
-        return "finished"
+    """`finished` once metrics.json is written (training and evaluate write it last), else still going or cut off."""
     if metrics:
         return "finished"
     return "interrupted or running (no metrics.json yet)"
@@ -409,7 +407,7 @@ def write_run_page(folder: str | Path) -> Path | None:
 
 def write_page(folder: Path) -> Path:
     section = describe_run(folder)
-    text = render("run.html.j2", run=section, escape=html.escape)
+    text = render("run.html.j2", run=section)
     path = folder / PAGE
     tmp = folder / f".{PAGE}.tmp"
     tmp.write_text(text, encoding="utf-8")
