@@ -1,7 +1,8 @@
 """`python -m cnn_zoo.evaluate ckpt_path=... [tta=hflip] [data=...]`: test a checkpoint without training.
 
 Writes `metrics.json` (plain and, with TTA, `*_tta` metrics side by side), `confusion_matrix.json` and
-`confusion_matrix.png` to the run folder, and (`top_losses=N`, 0 = off) the N most confident mistakes of the
+`confusion_matrix.png` (of the very test batches the metrics saw), `report.html` (`cnn_zoo.report_page`) to the
+run folder, and (`top_losses=N`, 0 = off) the N most confident mistakes of the
 plain predictions with Grad-CAM overlays for images and the most confused class pairs: `top_losses.png`,
 `top_losses.md`, `most_confused.md` (and TensorBoard `test/top_losses`, `test/most_confused` with `logger=tensorboard`).
 The data is the one the checkpoint was trained on unless `data=`
