@@ -1,5 +1,5 @@
-"""Check a built wheel: every config yaml of conf/ inside as cnn_zoo/conf, the console scripts, the licence, and
-nothing of the checkout's scripts/ (the benchmark helpers live there, outside the package).
+"""Check a built wheel: every config yaml of conf/ inside as cnn_zoo/conf, the report templates, the console
+scripts, the licence, and nothing of the checkout's scripts/ (the benchmark helpers live there, outside the package).
 
 `python scripts/check_wheel.py dist/cnn_zoo-*.whl` (CI runs it); prints the wheel's size and contents summary.
 """
@@ -27,6 +27,8 @@ NOT_SHIPPED = ("cnn_zoo/benchmark.py", "scripts/", "bench_common.py")  # the ben
 def problems(wheel: Path) -> list[str]:
     names = zipfile.ZipFile(wheel).namelist()
     expected = {f"cnn_zoo/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
+    # the report pages' templates (cnn_zoo.report_page reads them beside the module)
+    expected |= {f"cnn_zoo/templates/{p.name}" for p in (ROOT / "src" / "cnn_zoo" / "templates").iterdir()}
     found: list[str] = [f"missing {name}" for name in sorted(expected - set(names))]
     entry_points = next((n for n in names if n.endswith(".dist-info/entry_points.txt")), None)
     text = zipfile.ZipFile(wheel).read(entry_points).decode() if entry_points else ""

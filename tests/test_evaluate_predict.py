@@ -75,6 +75,17 @@ def test_evaluate_reproduces_the_training_test_and_writes_its_files(trained: dic
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_evaluate_confusion_matrix_counts_the_batches_its_metrics_saw(trained: dict, tmp_path: Path) -> None:
+    cfg = config("evaluate", tmp_path, f"ckpt_path={trained['ckpt']}", "trainer.limit_test_batches=1")
+    metrics = evaluate(cfg)
+    counts = torch.tensor(json.loads((tmp_path / "confusion_matrix.json").read_text())["matrix"])
+    assert counts.sum() == 8  # one batch of 8, not the 24 test images: no second, unlimited pass
+    assert counts.trace() / counts.sum() == pytest.approx(metrics["test/acc"])
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="confusion-matrix"' in page and "cnn-zoo-evaluate" in page
+    assert json.loads((tmp_path / "run.json").read_text())["command"] == "evaluate"
+
+
 def test_evaluate_without_tta_reports_plain_metrics_only(trained: dict, tmp_path: Path) -> None:
     metrics = evaluate(config("evaluate", tmp_path, f"ckpt_path={trained['ckpt']}"))
     assert "test/acc" in metrics and "test/acc_tta" not in metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,9 +48,12 @@ def test_run_logs_curves_images_and_hparams_with_final_metrics(compose_cfg, mnis
 
     for tag in ("train/loss_epoch", "train/acc_epoch", "val/acc", "val/loss", "test/acc", "lr-Adam", "epoch"):
         assert tag in tags["scalars"], tag
-    assert len(events.Scalars("val/acc")) == 2  # one point per epoch: the final/ metrics do not add any
+    assert len(events.Scalars("val/acc")) == 2  # one point per epoch
     assert [e.value for e in events.Scalars("lr-Adam")] == pytest.approx([3e-4, 3e-4])
-    assert events.Scalars("final/test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    assert not [t for t in tags["scalars"] if t.startswith("final/")]  # the HParams tab reads the logged tags
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    layout = events.PluginTagToContent("custom_scalars")  # training and validation on shared charts
+    assert layout and "train/loss_epoch" in str(events.Tensors("custom_scalars__config__")[-1].tensor_proto)
 
     assert {"test/confusion_matrix", "train/augmentation_preview"} <= set(tags["images"])
     preview = events.Images("train/augmentation_preview")[-1]
@@ -68,12 +72,15 @@ def test_run_logs_curves_images_and_hparams_with_final_metrics(compose_cfg, mnis
     assert start.hparams["model.net._target_"].string_value == "cnn_zoo.models.small_cnn.SmallCNN"
     experiment = hparams_data(events, "_hparams_/experiment").experiment
     metric_tags = {info.name.tag for info in experiment.metric_infos}
-    assert {"final/test/acc", "final/val/acc_best", "final/test/loss"} <= metric_tags
+    assert {"test/acc", "val/acc_best", "test/loss", "train/loss_epoch"} <= metric_tags
+    assert metric_tags <= set(tags["scalars"])  # every HParams metric is a logged curve, none written twice
 
 
 def fake_trainer(tmp_path: Path) -> SimpleNamespace:
     logger = TensorBoardLogger(str(tmp_path), name="tb", version="")
-    return SimpleNamespace(is_global_zero=True, loggers=[logger], global_step=3, ckpt_path=None, logger=logger)
+    return SimpleNamespace(
+        is_global_zero=True, loggers=[logger], global_step=3, ckpt_path=None, logger=logger, default_root_dir=tmp_path
+    )
 
 
 def fake_module(kind: str = "image", class_names: tuple[str, ...] = ("neg", "pos"), vocab: tuple[str, ...] = (),
@@ -93,6 +100,8 @@ def test_binary_confusion_matrix_counts_thresholded_probabilities(tmp_path: Path
     callback.on_test_batch_end(trainer, module, outputs, None, 0)
     callback.on_test_epoch_end(trainer, module)
     assert callback.last.tolist() == [[2, 1], [1, 1]]  # rows: true cat, true dog
+    saved = json.loads((tmp_path / "confusion_matrix.json").read_text())  # what the run page draws
+    assert saved == {"class_names": ["cat", "dog"], "matrix": [[2, 1], [1, 1]], "tested": "final weights"}
     trainer.loggers[0].experiment.flush()
     assert "test/confusion_matrix" in read_events(tmp_path / "tb").Tags()["images"]
 
@@ -111,7 +120,7 @@ def test_top_losses_text_decodes_the_vocabulary_and_skips_without_one(tmp_path: 
     trainer.loggers[0].experiment.flush()
     assert "test/top_losses/text_summary" in read_events(tmp_path / "without" / "tb").Tags()["tensors"]
 
-    callback = TopLosses(words=10)
+    callback = TopLosses(words=10, heatmaps=False)  # a fake module has no convolution for Grad-CAM
     trainer = fake_trainer(tmp_path / "with")
     trainer.default_root_dir = str(tmp_path / "run")
     module = fake_module(kind="text", num_classes=2, class_names=["neg", "pos"], vocab=vocab)
@@ -121,6 +130,9 @@ def test_top_losses_text_decodes_the_vocabulary_and_skips_without_one(tmp_path: 
     table = (tmp_path / "run" / "top_losses.md").read_text().splitlines()
     assert table[-1] == f"| 1 | 0 | neg | pos | 0.800 | {-np.log(0.2):.3f} | a great film |"
     assert (tmp_path / "run" / "most_confused.md").read_text().splitlines()[-1] == "| neg | pos | 1 | 50.00% |"
+    reviews = (tmp_path / "run" / "top_losses.html").read_text()  # the run page's highlighted reviews
+    assert "1. test sample 0: neg read as pos" in reviews and ">great</span>" in reviews
+    assert "&lt;pad&gt;" not in reviews
     trainer.loggers[0].experiment.flush()
     tags = read_events(tmp_path / "with" / "tb").Tags()["tensors"]
     assert {"test/top_losses/text_summary", "test/most_confused/text_summary"} <= set(tags)

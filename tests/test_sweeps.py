@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cnn_zoo.sweeps import write_summary
+from cnn_zoo.sweeps import job_number, write_summary
 
 # One epoch on the generated MNIST, no progress bars: each job takes a few seconds.
 TINY = [
@@ -25,6 +25,13 @@ TINY = [
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
 ]
+
+
+def job_folder(sweep: Path, number: int) -> Path:
+    """The folder of job `number` (`<number>_<its overrides>`)."""
+    found = [p for p in sweep.iterdir() if p.is_dir() and job_number(p) == number]
+    assert len(found) == 1, sorted(p.name for p in sweep.iterdir())
+    return found[0]
 
 
 def run_cli(mnist_root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -41,19 +48,24 @@ def test_grid_multirun_writes_one_folder_per_job_and_a_summary(mnist_root: Path,
         *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0", "1", "2", "3"]
-    for job in jobs:
-        assert json.loads((sweep / job / "job.json").read_text())["status"] == "completed"
-        assert (sweep / job / "metrics.json").is_file()
+    folders = sorted((p for p in sweep.iterdir() if p.is_dir()), key=job_number)
+    # named by the job's swept overrides only (not the fixed ones, not hydra.sweep.dir)
+    assert [p.name for p in folders] == [
+        "0_model=lenet,optimizer.lr=0.001", "1_model=lenet,optimizer.lr=0.0003",
+        "2_model=mnist_cnn,optimizer.lr=0.001", "3_model=mnist_cnn,optimizer.lr=0.0003",
+    ]  # fmt: skip
+    for folder in folders:
+        assert json.loads((folder / "job.json").read_text())["status"] == "completed"
+        assert (folder / "metrics.json").is_file()
+    assert (sweep / "report.html").is_file()
 
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
-    assert [r["job"] for r in rows] == jobs
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
     assert {(r["model"], float(r["optimizer.lr"])) for r in rows} == {
         (m, lr) for m in ("lenet", "mnist_cnn") for lr in (1e-3, 3e-4)
     }
-    for row in rows:
-        metrics = json.loads((sweep / row["job"] / "metrics.json").read_text())
+    for row, folder in zip(rows, folders, strict=True):
+        metrics = json.loads((folder / "metrics.json").read_text())
         assert float(row["test/acc"]) == pytest.approx(metrics["test/acc"])
         assert float(row["val/acc_best"]) == pytest.approx(metrics["val/acc_best"])
 
@@ -105,11 +117,14 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
     assert len(states) == 2
     assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.COMPLETE in states
     for trial in study.trials:
-        outcome = json.loads((sweep / str(trial.number) / "job.json").read_text())
+        folder = job_folder(sweep, trial.number)
+        # named by the searched parameter, without those the command line fixed (model, batch size, weight decay)
+        assert folder.name == f"{trial.number}_optimizer.lr={trial.params['optimizer.lr']}"
+        outcome = json.loads((folder / "job.json").read_text())
         completed = trial.state == optuna.trial.TrialState.COMPLETE
         assert outcome["status"] == ("completed" if completed else "failed")
         if completed:
-            metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
+            metrics = json.loads((folder / "metrics.json").read_text())
             assert trial.value == pytest.approx(metrics["val/acc_best"])  # the objective is optimized_metric
         else:
             assert "Invalid learning rate" in outcome["error"]
@@ -117,7 +132,7 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
 
     # A search killed mid-trial leaves it RUNNING; rerunning in the same folder finishes the study.
     study.ask()
-    job0 = (sweep / "0" / "job.json").read_text()
+    job0 = (job_folder(sweep, 0) / "job.json").read_text()
     second = run_cli(mnist_root, *search, "hydra.sweeper.n_trials=4")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "trial 2 was interrupted" in second.stderr + second.stdout
@@ -125,10 +140,16 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
     assert [t.number for t in study.trials] == [0, 1, 2, 3]  # n_trials is the study's total
     assert study.trials[2].state == optuna.trial.TrialState.FAIL
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
-    assert (sweep / "3" / "job.json").is_file()  # the new trial got a new folder...
-    assert (sweep / "0" / "job.json").read_text() == job0  # ...and the first ones were not overwritten
+    assert (job_folder(sweep, 3) / "job.json").is_file()  # the new trial got a new folder...
+    assert (job_folder(sweep, 0) / "job.json").read_text() == job0  # ...and the first ones were not overwritten
+    assert len([p for p in sweep.iterdir() if job_number(p) == 0]) == 1
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["job"] for r in rows] == ["0", "1", "3"]  # trial 2 died before Hydra made its folder
+    settings = json.loads((sweep / "sweep.json").read_text())  # what the sweep page reads the study with
+    assert settings["storage"] == storage and settings["direction"] == "maximize"
+    page = (sweep / "report.html").read_text()
+    assert 'id="optuna-history"' in page and "study <code>mnist_optuna</code>" in page and "4 trials" in page
+    assert page.count('<tr class="job') == 3 and "Invalid learning rate" in page
 
 
 def test_slurm_launcher_config_composes_where_the_plugin_is_installed() -> None:

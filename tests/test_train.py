@@ -49,8 +49,9 @@ def test_training_writes_every_artifact_of_the_run_folder(mnist_root: Path, tmp_
     assert (run_dir / "csv" / "metrics.csv").is_file()
     assert json.loads((run_dir / "data.json").read_text())["class_names"] == [str(d) for d in range(10)]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("val/acc_best", "test/acc", "test/loss", "val/loss", "train/loss_epoch"):
+    for key in ("val/acc_best", "test/acc", "test/loss", "val/loss", "train/loss"):
         assert key in metrics
+    assert not [k for k in metrics if k.endswith(("_epoch", "_step")) or k.startswith("lr-")]  # each value once
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 

@@ -215,9 +215,11 @@ class Classifier(L.LightningModule):
         """Returns the batch's probabilities and targets for the inspection callbacks (confusion matrix, errors)."""
         loss, probs, y = self.shared_step(batch)
         self.test_tally.add(loss, probs, y)
-        if self.tta.active:
-            self.test_tta_metrics.update(self.tta(self.view_probabilities, batch[0]), y)
-        return {"probs": probs.detach(), "target": y}
+        if not self.tta.active:
+            return {"probs": probs.detach(), "target": y}
+        probs_tta = self.tta(self.view_probabilities, batch[0])
+        self.test_tta_metrics.update(probs_tta, y)
+        return {"probs": probs.detach(), "probs_tta": probs_tta.detach(), "target": y}
 
     def on_test_epoch_start(self) -> None:
         self.test_tally.reset()

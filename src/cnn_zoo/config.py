@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from cnn_zoo.performance import register_resolvers
+from cnn_zoo.sweeps import job_folder
 
 
 def config_dir() -> Path:
@@ -36,6 +37,8 @@ def user_cache_dir() -> Path:
 # `${cnn_zoo.cache_dir:}` in conf/paths/default.yaml
 OmegaConf.register_new_resolver("cnn_zoo.cache_dir", lambda: str(user_cache_dir()), replace=True)
 register_resolvers()  # `fast=auto`: the configs' ${fast_precision:...} and ${fast_channels_last:...}
+# `hydra.sweep.subdir` in conf/hydra/default.yaml: `3_model=lenet,optimizer.lr=0.001`
+OmegaConf.register_new_resolver("cnn_zoo.job_folder", lambda num, overrides: job_folder(num, overrides), replace=True)
 
 
 def to_plain(value: Any) -> Any:

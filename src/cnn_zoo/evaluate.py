@@ -1,7 +1,8 @@
 """`python -m cnn_zoo.evaluate ckpt_path=... [tta=hflip] [data=...]`: test a checkpoint without training.
 
 Writes `metrics.json` (plain and, with TTA, `*_tta` metrics side by side), `confusion_matrix.json` and
-`confusion_matrix.png` to the run folder, and (`top_losses=N`, 0 = off) the N most confident mistakes of the
+`confusion_matrix.png` (of the very test batches the metrics saw), `report.html` (`cnn_zoo.report_page`) to the
+run folder, and (`top_losses=N`, 0 = off) the N most confident mistakes of the
 plain predictions with Grad-CAM overlays for images and the most confused class pairs: `top_losses.png`,
 `top_losses.md`, `most_confused.md` (and TensorBoard `test/top_losses`, `test/most_confused` with `logger=tensorboard`).
 The data is the one the checkpoint was trained on unless `data=`
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -22,34 +22,14 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnn_zoo.cli import entry_point
 from cnn_zoo.config import to_plain
+from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import datamodule_for, inference_trainer, load_classifier
-from cnn_zoo.inspection import TopLosses
+from cnn_zoo.inspection import ConfusionMatrixImage, TopLosses
 from cnn_zoo.pipeline import scalar_metrics, write_json
+from cnn_zoo.report_page import write_run_page
+from cnn_zoo.run_record import RunRecord
 
 log = logging.getLogger(__name__)
-
-
-class TargetCollector(L.Callback):
-    """Keeps the targets of the batches `trainer.predict` sees, to pair them with its predictions."""
-
-    def __init__(self) -> None:
-        self.targets: list[torch.Tensor] = []
-
-    def on_predict_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self.targets.append(batch[1].cpu())
-
-
-def confusion_matrix(probabilities: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> torch.Tensor:
-    metric = MulticlassConfusionMatrix(num_classes=len(class_names))
-    return metric(probabilities.argmax(dim=1), targets)
 
 
 def save_confusion_matrix(matrix: torch.Tensor, class_names: list[str], title: str, output_dir: Path) -> Path:
@@ -79,21 +59,24 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = datamodule_for(facts, cfg.get("data"))
     log.info("classes: %s", dict(enumerate(facts["class_names"])))
     output_dir = Path(cfg.paths.output_dir)
-    collector = TargetCollector()
-    extra: list[L.Callback] = [collector]
+    # the confusion matrix of the very batches the metrics saw (trainer.limit_test_batches limits both)
+    matrix_callback = ConfusionMatrixImage(write_files=False, tta=True)
+    extra: list[L.Callback] = [matrix_callback, RunRecord(command="evaluate", tested=Path(cfg.ckpt_path).name)]
     if int(cfg.get("top_losses", 0)) > 0:
         extra.append(TopLosses(max_samples=int(cfg.top_losses)))
     trainer = inference_trainer(cfg, extra_callbacks=extra)
     trainer.test(model, dataloaders=datamodule.test_dataloader())
     metrics = scalar_metrics(trainer.callback_metrics)
-    probabilities = torch.cat(trainer.predict(model, dataloaders=datamodule.test_dataloader()))
-    matrix = confusion_matrix(probabilities, torch.cat(collector.targets), list(facts["class_names"]))
+    if matrix_callback.last is None:
+        raise CnnZooError("evaluate: the test set gave no batch (trainer.limit_test_batches=0?)")
+    matrix = matrix_callback.last.long()
     views = model.tta.view_names
     title = f"test, TTA {'+'.join(views)}" if views else "test"
     image = save_confusion_matrix(matrix, list(facts["class_names"]), title, output_dir)
     write_json(output_dir, "metrics.json", metrics)
     log.info("metrics: %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     log.info("confusion matrix (rows: true, columns: predicted): %s -> %s", matrix.tolist(), image)
+    write_run_page(output_dir)
     log.info("run folder: %s", output_dir)
     return metrics
 

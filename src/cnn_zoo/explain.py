@@ -114,8 +114,9 @@ class Explainer:
             entry.fragments.append(render.token_html(sample.tokens, values, f"{title} (red: for, blue: against)"))
             entry.figures.append(render.token_bars(sample.tokens, values, path, f"{sample.name}: {title}"))
         elif sample.series is not None:
-            names = self.view.series_names
-            entry.figures.append(render.series_figure(sample.series, values, names, path, f"{sample.name}: {title}"))
+            names, steps = self.view.series_names, self.view.step_names
+            caption = f"{sample.name}: {title}"
+            entry.figures.append(render.series_figure(sample.series, values, names, path, caption, step_names=steps))
 
 
 def explain(cfg: DictConfig) -> Path:

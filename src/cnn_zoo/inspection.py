@@ -9,6 +9,7 @@ on ranks other than zero, or for data it cannot draw (a text grid without a voca
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,14 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
+from torch.utils.tensorboard.summary import hparams
 from torchmetrics import ConfusionMatrix
 from torchvision.utils import make_grid
 
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.interpret.inputs import DataView
-from cnn_zoo.interpret.render import mistakes_grid
+from cnn_zoo.interpret.render import mistakes_grid, token_html
+from cnn_zoo.interpret.render import series_grid as mistakes_series
 from cnn_zoo.interpret.toplosses import (
     Mistake,
     class_probabilities,
@@ -66,11 +69,41 @@ def log_run_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, floa
     except OmegaConfBaseException as err:  # an unused, unresolvable value must not fail a finished run
         log.warning("hyperparameters not logged to TensorBoard: %s", err)
         return
-    # Lightning also writes these as scalars: under `final/` they are single points that leave the
-    # per-epoch curves (and the report read from them) untouched.
-    final = {f"final/{k}": v for k, v in metrics.items() if not k.endswith("_step")}
-    logger.log_hyperparams(params, metrics=final, step=trainer.global_step)
+    # The HParams tab reads each metric's value from the scalars of the same name, which the run already logged
+    # (Lightning's `log_hyperparams(metrics=...)` would write every one again): name the logged tags only.
+    tags = {scalar_tag(k): v for k, v in metrics.items()}
+    exp, ssi, sei = hparams(params, tags)
+    writer = logger.experiment._get_file_writer()  # as Lightning's TensorBoardLogger.log_hyperparams does
+    for summary in (exp, ssi, sei):
+        writer.add_summary(summary, trainer.global_step)
     logger.experiment.flush()
+
+
+def scalar_tag(metric: str) -> str:
+    """The TensorBoard tag of a metrics.json key: training values are logged as `train/<name>_epoch`."""
+    return f"{metric}_epoch" if metric.startswith("train/") and not metric.endswith("_epoch") else metric
+
+
+# training and validation on one chart each (TensorBoard's Custom Scalars tab); tags are regular expressions
+CURVE_LAYOUT = {
+    "training vs validation": {
+        "loss": ["Multiline", ["^train/loss_epoch$", "^val/loss$"]],
+        "accuracy": ["Multiline", ["^train/acc_epoch$", "^val/acc$"]],
+        "f1": ["Multiline", ["^train/f1_epoch$", "^val/f1$"]],
+        "learning rate": ["Multiline", ["^lr-"]],
+    }
+}
+
+
+class CurveLayout(L.Callback):
+    """TensorBoard's Custom Scalars layout: training and validation loss (and accuracy, F1) on shared charts.
+
+    The Scalars tab keeps one chart per tag; this layout draws `train/loss_epoch` and `val/loss` together."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = tensorboard_logger(trainer)
+        if logger is not None:
+            logger.experiment.add_custom_scalars(CURVE_LAYOUT)
 
 
 def data_view(pl_module: L.LightningModule) -> DataView:
@@ -95,27 +128,41 @@ def displayable(images: Tensor, facts: dict[str, Any]) -> Tensor:
 class ConfusionMatrixImage(L.Callback):
     """The test set's confusion matrix, drawn by torchmetrics, as image `test/confusion_matrix`."""
 
-    def __init__(self, normalize: str | None = None) -> None:
+    def __init__(self, normalize: str | None = None, write_files: bool = True, tta: bool = False) -> None:
         self.normalize = normalize  # None (counts) | "true" | "pred" | "all", as torchmetrics
+        self.write_files = bool(write_files)  # confusion_matrix.json (counts) in the run folder, for the run page
+        self.tta = bool(tta)  # the test-time-augmented predictions when the model has TTA (evaluate's choice)
         self.matrix: ConfusionMatrix | None = None
+        self.counts: ConfusionMatrix | None = None  # the counts beside a normalised matrix, for the JSON
         self.last: Tensor | None = None  # the last matrix computed, rows = true class
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         num_classes = len(class_names(pl_module))
         task = {"task": "binary"} if num_classes == 2 else {"task": "multiclass", "num_classes": num_classes}
         self.matrix = ConfusionMatrix(normalize=self.normalize, **task).to(pl_module.device)
+        self.counts = ConfusionMatrix(**task).to(pl_module.device) if self.normalize else self.matrix
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
         if self.matrix is not None and isinstance(outputs, dict) and "probs" in outputs:
-            self.matrix.update(outputs["probs"], outputs["target"])
+            probs = outputs.get("probs_tta", outputs["probs"]) if self.tta else outputs["probs"]
+            self.matrix.update(probs, outputs["target"])
+            if self.counts is not self.matrix and self.counts is not None:
+                self.counts.update(probs, outputs["target"])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.matrix is None or not self.matrix.update_called:
             return
         value = self.matrix.compute()  # every rank: the states are gathered across processes
         self.last = value.cpu()
+        counts = self.counts.compute().cpu() if self.counts is not None else self.last
+        if self.write_files and trainer.is_global_zero and getattr(trainer, "default_root_dir", None):
+            tested = Path(trainer.ckpt_path).name if trainer.ckpt_path else "final weights"
+            content = {"class_names": class_names(pl_module), "matrix": counts.long().tolist(), "tested": tested}
+            path = Path(trainer.default_root_dir) / "confusion_matrix.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content, indent=2) + "\n")
         logger = tensorboard_logger(trainer)
         if logger is not None:
             names = class_names(pl_module)
@@ -125,7 +172,7 @@ class ConfusionMatrixImage(L.Callback):
             tested = Path(trainer.ckpt_path).name if trainer.ckpt_path else "final weights"
             ax.set_title(f"test set confusion matrix ({tested})")
             logger.experiment.add_figure("test/confusion_matrix", fig, global_step=trainer.global_step, close=True)
-        self.matrix = None
+        self.matrix = self.counts = None
 
 
 class TopLosses(L.Callback):
@@ -198,9 +245,43 @@ class TopLosses(L.Callback):
             fig = self.image_figure(pl_module, view, torch.stack(inputs), folder)
             if logger is not None:
                 logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
-        elif self.mistakes and logger is not None:
-            logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
+        elif self.mistakes and view.kind == "sequence":  # telemetry windows (or rows) plotted
+            fig = self.series_figure(view, torch.stack(inputs), folder)
+            if logger is not None:
+                logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
+        else:
+            if self.mistakes and folder is not None and view.has_vocabulary:
+                self.write_reviews(pl_module, view, inputs, folder)
+            if self.mistakes and logger is not None:
+                logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
         self.reset()
+
+    def write_reviews(self, pl_module: L.LightningModule, view: DataView, inputs: list[Tensor], folder: Path) -> None:
+        """`top_losses.html`: each misread review's words, coloured by the Grad-CAM of the wrong prediction (the
+        run page shows it); without a convolution or with `heatmaps: false`, the words uncoloured."""
+        maps = self.gradcams(pl_module, torch.stack(inputs)) if self.heatmaps else None
+        parts = []
+        for rank, (m, tokens) in enumerate(zip(self.mistakes, inputs, strict=True), 1):
+            words = view.words(tokens)
+            values = maps[rank - 1] if maps is not None else np.zeros(len(words))
+            title = (
+                f"{rank}. test sample {m.index}: {view.class_names[m.target]} read as "
+                f"{view.class_names[m.predicted]} (p={m.probability:.2f}, loss={m.loss:.2f})"
+            )
+            parts.append(token_html(words, values, title))
+        (folder / "top_losses.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
+
+    def series_figure(self, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
+        labels = [
+            f"{view.class_names[m.target]}→{view.class_names[m.predicted]} p={m.probability:.2f} loss={m.loss:.2f}"
+            for m in self.mistakes
+        ]
+        label_at = {"last": -1}.get(str(view.facts.get("window_label"))) if view.facts.get("mode") == "window" else None
+        path = folder / "top_losses.png" if folder is not None else None
+        return mistakes_series(
+            inputs.float().numpy(), labels, view.series_names, path, "top losses: true→predicted, probability, loss",
+            step_names=view.step_names, labelled_step=label_at, nrow=min(self.nrow, 4),
+        )  # fmt: skip
 
     def image_figure(self, pl_module: L.LightningModule, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
         images = view.displayable(inputs).permute(0, 2, 3, 1).numpy()

@@ -79,9 +79,15 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """Flat `stage/metric` floats, sorted, for metrics.json."""
+    """Flat `stage/metric` floats, sorted, for metrics.json: each value once.
+
+    Lightning's `callback_metrics` holds the classifier's epoch values twice (`train/acc` and the logger's
+    `train/acc_epoch`), step values and LearningRateMonitor's `lr-<optimizer>`; the learning rate stays a curve
+    in TensorBoard, the rest is kept under its plain name."""
     out = {}
     for key, value in metrics.items():
+        if key.startswith("lr-") or key.endswith("_step") or (key.endswith("_epoch") and key[:-6] in metrics):
+            continue
         number = float(value.item() if hasattr(value, "item") else value)
         if not math.isnan(number):
             out[key] = number

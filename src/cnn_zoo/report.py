@@ -1,8 +1,10 @@
-"""`python -m cnn_zoo.report <run or sweep folder>`: the notes' training-vs-validation figures and a table.
+"""`cnn-zoo-report <run or sweep folder>`: the folder's `report.html`, and the notes' figures with a table.
 
-Reads the TensorBoard event files the runs logged (tensorboard's `EventAccumulator`), so it works on any run,
-finished or not, without re-running anything. For each run: `accuracy.png` and `loss.png` (training and
-validation per epoch); for the folder: `report.md`, one table row per run (a sweep gives one per job).
+`report.html` is the page training and evaluate write at their end (`cnn_zoo.report_page`) or, for a sweep
+folder, the page of all its jobs (`cnn_zoo.report_sweep`); this command writes it again, for a run that was
+interrupted, an older run folder, or a sweep still going. Beside it, from the TensorBoard event files the runs
+logged (tensorboard's `EventAccumulator`): for each run `accuracy.png` and `loss.png` (training and validation per
+epoch), and for the folder `report.md`, one table row per run (a sweep gives one per job).
 """
 
 from __future__ import annotations
@@ -56,10 +58,9 @@ def int_or_text(part: str) -> tuple[int, int | str]:
 
 
 def run_name(folder: Path, log_dir: Path) -> str:
-    """The run folder relative to the folder asked about: `.` for a run, the job number for a sweep."""
+    """The run folder relative to the folder asked about: the run's own name for a run, the job's for a sweep."""
     run_dir = log_dir.parent if log_dir.name == "tensorboard" else log_dir
-    relative = run_dir.relative_to(folder) if run_dir != folder else Path(".")
-    return relative.as_posix()
+    return run_dir.relative_to(folder).as_posix() if run_dir != folder else folder.name
 
 
 def load_history(folder: Path, log_dir: Path) -> RunHistory:
@@ -93,8 +94,8 @@ def plot_curve(history: RunHistory, ylabel: str, train_tag: str, val_tag: str, p
     if train:
         ax.plot(*zip(*train, strict=True), "bo", label=f"Training {ylabel}")
     if val:
-        ax.plot(*zip(*val, strict=True), "b", label=f"Validation {ylabel}")
-    ax.set_title(f"Training and validation {ylabel}" + ("" if history.name == "." else f" — {history.name}"))
+        ax.plot(*zip(*val, strict=True), "b-s", label=f"Validation {ylabel}")  # markers: one epoch shows
+    ax.set_title(f"Training and validation {ylabel} — {history.name}")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
@@ -149,14 +150,15 @@ def report(folder: str | Path, out_dir: str | Path | None = None) -> Path:
     histories = [load_history(folder, d) for d in log_dirs]
     lines = [f"# Report: {folder.name}", "", *table(histories)]
     for h in histories:
-        figure_dir = out if h.name == "." else out / h.name.replace("/", "_")
+        alone = h.log_dir.parent == folder or h.log_dir == folder  # the folder is this run, not a sweep of runs
+        figure_dir = out if alone else out / h.name.replace("/", "_")
         drawn = [
             name
             for name, ylabel, train_tag, val_tag in CURVES
             if plot_curve(h, ylabel, train_tag, val_tag, figure_dir / f"{name}.png")
         ]
         if drawn:
-            heading = "" if h.name == "." else f"## {h.name}\n\n"
+            heading = "" if alone else f"## {h.name}\n\n"
             images = " ".join(f"![{n}]({(figure_dir / f'{n}.png').relative_to(out).as_posix()})" for n in drawn)
             lines += ["", heading + images]
     path = out / "report.md"
@@ -165,14 +167,39 @@ def report(folder: str | Path, out_dir: str | Path | None = None) -> Path:
     return path
 
 
+def write_page(folder: str | Path) -> Path:
+    """`<folder>/report.html`: for a sweep folder (job folders, `sweep.json` or `multirun.yaml`) the sweep page and
+    each job's run page, else the run page."""
+    from cnn_zoo.report_page import is_run_folder, write_page, write_run_page
+    from cnn_zoo.report_sweep import is_sweep_folder, write_sweep_page_or_raise
+    from cnn_zoo.sweeps import collect_jobs
+
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise CnnZooError(f"report: {folder} is not a folder; give a run folder (outputs/runs/...) or a sweep folder")
+    if is_sweep_folder(folder):
+        for job in collect_jobs(folder):  # each job's own page first: the sweep page links to them
+            if is_run_folder(folder / job["folder"]):
+                write_run_page(folder / job["folder"])
+        return write_sweep_page_or_raise(folder)
+    if is_run_folder(folder):
+        return write_page(folder)
+    raise CnnZooError(
+        f"report: no run or sweep in {folder} (no metrics.json, run.json, .hydra/, TensorBoard event files "
+        f"({EVENT_GLOB}) or job folders); point to a run folder (outputs/runs/...) or a sweep folder"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cnn_zoo.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cnn-zoo-report", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a run folder (outputs/runs/<run>) or a sweep folder (outputs/multiruns/<t>)")
-    parser.add_argument("--out", default=None, help="output folder (default <folder>/report)")
+    parser.add_argument("--out", default=None, help="folder of the figures and report.md (default <folder>/report)")
     args = parser.parse_args(argv)
     with user_errors():
-        path = report(args.folder, args.out)
-    print(f"report: {path}")
+        page = write_page(args.folder)
+        print(f"report: {page}")
+        if find_log_dirs(page.parent):
+            print(f"report: {report(args.folder, args.out)}")
 
 
 if __name__ == "__main__":

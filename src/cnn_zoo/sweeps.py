@@ -5,7 +5,11 @@
 job's outcome in `<job>/job.json`, then rewrites `summary.csv` and `summary.md` in the sweep folder from what
 the job folders hold (`.hydra/overrides.yaml`, `metrics.json`, `job.json`). Rebuilding from disk keeps the
 summary right when a sweep stops half-way (the basic sweeper raises after a failed job), runs jobs in parallel,
-or is resumed in the same folder.
+or is resumed in the same folder. It also (re)writes the sweep's page, `report.html` (`cnn_zoo.report_sweep`).
+
+Job folders are named `<job number>_<the job's swept overrides>` (`3_model=lenet,optimizer.lr=0.001`, the
+resolver `${cnn_zoo.job_folder:...}` of `conf/hydra/default.yaml`), so a person tells them apart in a listing and
+in TensorBoard; the number in front keeps them unique and ordered.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import io
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +35,51 @@ from cnn_zoo.errors import one_line
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("val/", "test/")  # the markdown table's metric columns; the CSV has every metric
+SWEEP_FILE = "sweep.json"  # the sweep's metric, direction and Optuna study, written when it starts
 
 
 def is_multirun(config: DictConfig) -> bool:
     return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
+
+
+# keys never in a job folder's name: where things are written, and the sweep's own settings
+NOT_IN_FOLDER_NAME = ("hparams_search", "paths.data_dir", "paths.log_dir", "paths.cache_dir", "ckpt_path", "resume")
+FOLDER_NAME_LENGTH = 100  # characters of overrides after the job number (file systems allow 255)
+JOB_FOLDER = re.compile(r"^(\d+)(?:_.*)?$")
+swept_keys: set[str] | None = None  # the sweep's varying keys, set in `SweepSummary.on_multirun_start`
+
+
+def sweep_keys(config: DictConfig) -> set[str]:
+    """The keys a sweep varies: its command line's sweep overrides (`a=1,2`, `choice(...)`) and Optuna's params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    parsed = OverridesParser.create().parse_overrides(task)
+    keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    if isinstance(params, DictConfig):  # Optuna's search space, less what the command line fixes
+        keys |= {str(k) for k in params} - {o.key_or_group for o in parsed if not o.is_sweep_override()}
+    return keys
+
+
+def job_folder(num: Any, overrides: Any) -> str:
+    """`<num>_<key=value,...>`: the job's overrides of the swept keys (all of them where the sweep is not known:
+    a launcher in another process), made safe for a folder name and cut to `FOLDER_NAME_LENGTH` characters."""
+    kept = []
+    for item in [str(o) for o in overrides or []]:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra.") or key in NOT_IN_FOLDER_NAME:
+            continue
+        if swept_keys is not None and key not in swept_keys:
+            continue
+        kept.append(item.lstrip("+~"))
+    name = re.sub(r"[^\w.,=+-]+", "-", ",".join(sorted(kept)))[:FOLDER_NAME_LENGTH].rstrip("-.,")
+    return f"{num}_{name}" if name else str(num)
+
+
+def job_number(folder: Path) -> int | None:
+    match = JOB_FOLDER.match(folder.name)
+    return int(match.group(1)) if match else None
 
 
 def read_job(folder: Path) -> dict[str, Any]:
@@ -49,7 +95,8 @@ def read_job(folder: Path) -> dict[str, Any]:
     status = json.loads(status_file.read_text()) if status_file.is_file() else {}
     default = "completed" if metrics else "interrupted"  # no job.json: killed, or still running elsewhere
     return {
-        "job": int(folder.name),
+        "job": job_number(folder),
+        "folder": folder.name,
         "status": status.get("status", default),
         "overrides": overrides,
         "metrics": metrics,
@@ -58,8 +105,8 @@ def read_job(folder: Path) -> dict[str, Any]:
 
 
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    folders = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()] if sweep_dir.is_dir() else []
-    return [read_job(p) for p in sorted(folders, key=lambda p: int(p.name))]
+    folders = [p for p in sweep_dir.iterdir() if p.is_dir() and job_number(p) is not None] if sweep_dir.is_dir() else []
+    return [read_job(p) for p in sorted(folders, key=lambda p: (job_number(p), p.name))]
 
 
 def best_job(jobs: list[dict[str, Any]], metric: str | None, direction: str | None) -> dict[str, Any] | None:
@@ -135,6 +182,23 @@ def sweep_direction(config: DictConfig) -> str | None:
     return str(name) if isinstance(name, str) else None
 
 
+def sweep_settings(config: DictConfig) -> dict[str, Any]:
+    """What the sweep page needs of the sweep's config (Optuna's sweeper saves no `multirun.yaml`): the metric,
+    the direction, and the Optuna storage URL and study name when there is a study."""
+    settings: dict[str, Any] = {
+        "optimized_metric": OmegaConf.select(config, "optimized_metric", default=None),
+        "direction": sweep_direction(config),
+        "swept_keys": sorted(swept_keys) if swept_keys is not None else None,
+    }
+    for key in ("storage", "study_name"):
+        try:
+            value = OmegaConf.select(config, f"hydra.sweeper.{key}", default=None)
+        except Exception:  # an unresolvable value: the page goes without the study
+            value = None
+        settings[key] = value if isinstance(value, str) else None
+    return settings
+
+
 def write_summary(sweep_dir: Path, metric: str | None = None, direction: str | None = None) -> list[dict[str, Any]]:
     """(Re)write `summary.csv` and `summary.md` in `sweep_dir` from its job folders; returns the rows."""
     jobs = collect_jobs(sweep_dir)
@@ -145,7 +209,18 @@ def write_summary(sweep_dir: Path, metric: str | None = None, direction: str | N
 
 
 class SweepSummary(Callback):
-    """Hydra callback: `job.json` per job, `summary.csv`/`summary.md` per sweep (multirun only)."""
+    """Hydra callback: `job.json` per job, `summary.csv`/`summary.md`/`report.html` per sweep (multirun only)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global swept_keys
+        try:
+            swept_keys = sweep_keys(config)
+        except Exception as err:  # a name is a convenience: every override goes into it then
+            log.warning("job folders named by all their overrides: %s", err)
+            swept_keys = None
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(sweep_dir / SWEEP_FILE, json.dumps(sweep_settings(config), indent=2) + "\n")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not is_multirun(config):
@@ -167,5 +242,10 @@ class SweepSummary(Callback):
 
     @staticmethod
     def summarise(config: DictConfig) -> list[dict[str, Any]]:
+        from cnn_zoo.report_sweep import write_sweep_page
+
         metric = OmegaConf.select(config, "optimized_metric", default=None)
-        return write_summary(Path(config.hydra.sweep.dir), metric, sweep_direction(config))
+        jobs = write_summary(Path(config.hydra.sweep.dir), metric, sweep_direction(config))
+        if jobs:
+            write_sweep_page(Path(config.hydra.sweep.dir))
+        return jobs

@@ -38,6 +38,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     from cnn_zoo.checkpointing import resume_checkpoint
     from cnn_zoo.inspection import log_run_hparams
     from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
+    from cnn_zoo.report_page import write_run_page
 
     tidy_output()
     check_trainer_config(cfg.trainer)
@@ -64,6 +65,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     result = scalar_metrics(metrics)
     if trainer.is_global_zero:
         path = write_json(cfg.paths.output_dir, "metrics.json", result)
+        write_run_page(cfg.paths.output_dir)  # report.html: cnn_zoo.report_page
         log.info("metrics: %s", {k: round(v, 4) for k, v in result.items() if k.startswith(("test/", "val/"))})
         log.info("run folder: %s", path.parent)
     log_run_hparams(trainer, cfg, result)  # TensorBoard's HParams tab: this config beside these metrics

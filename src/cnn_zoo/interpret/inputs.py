@@ -174,6 +174,14 @@ class DataView:
             return [str(n) for n in self.facts.get("feature_names", [])]
         return ["row (features along the axis)"]
 
+    @property
+    def step_names(self) -> list[str] | None:
+        """What a sequence input's positions are: the columns in `mode=row` (the axis is the features), else None
+        (time steps)."""
+        if self.facts.get("kind") == "sequence" and self.facts.get("mode") == "row":
+            return [str(n) for n in self.facts.get("feature_names", [])] or None
+        return None
+
     # ------------------------------------------------------------------ showing inputs
     def displayable(self, images: Tensor) -> Tensor:
         """Network inputs back to [0, 1] images: the datamodule's mean/std undone (or min-max scaled)."""

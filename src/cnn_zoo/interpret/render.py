@@ -120,10 +120,17 @@ def token_bars(tokens: Sequence[str], values: Tensor | np.ndarray, path: Path, t
 
 
 def series_figure(
-    series: np.ndarray, values: np.ndarray, names: Sequence[str], path: Path, title: str, top: int = 5
+    series: np.ndarray,
+    values: np.ndarray,
+    names: Sequence[str],
+    path: Path,
+    title: str,
+    top: int = 5,
+    step_names: Sequence[str] | None = None,
 ) -> Path:
     """A window's features over time with the attribution per time step behind them, and the attribution per
-    feature and time step as a map. `values` is (features, time), or (time,) for a per-step map (Grad-CAM)."""
+    feature and time step as a map. `values` is (features, time), or (time,) for a per-step map (Grad-CAM).
+    `step_names` names the positions when they are not time steps (`mode=row`: the columns)."""
     values = np.asarray(values, dtype=np.float64)
     features, steps = series.shape
     per_step = values if values.ndim == 1 else values.sum(axis=0)
@@ -151,6 +158,11 @@ def series_figure(
         fig.colorbar(shown, ax=axes[1], shrink=0.8)
     else:
         ax.set_xlabel("time step")
+    if step_names is not None and len(step_names) == steps:
+        for axis in axes:
+            axis.set_xticks(range(steps), [str(n) for n in step_names], rotation=45, ha="right", fontsize=7)
+        axes[-1].set_xlabel("feature (column)")
+        ax.set_title(ax.get_title().replace("time step", "feature"), fontsize=9)
     return save(fig, path)
 
 
@@ -176,6 +188,52 @@ def mistakes_grid(
             ax.imshow(image)
         ax.set_title(labels[index], fontsize=6, pad=2)
     fig.suptitle(title, fontsize=8)
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def series_grid(
+    series: np.ndarray,
+    labels: Sequence[str],
+    names: Sequence[str],
+    path: Path | None,
+    title: str,
+    step_names: Sequence[str] | None = None,
+    labelled_step: int | None = None,
+    nrow: int = 4,
+    top: int = 3,
+) -> Figure:
+    """Top-loss sequence inputs (N, features, steps), one small plot each: the `top` most varying features over
+    the window with the step that labels it shaded (`labelled_step`, e.g. -1 for the last), or, in `mode=row`
+    (`step_names`: one channel whose positions are the columns), the row's standardised values per column."""
+    count = len(series)
+    columns = min(nrow, count)
+    rows = math.ceil(count / columns)
+    fig = Figure(figsize=(3.3 * columns + 0.3, 2.4 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        if index >= count:
+            ax.set_axis_off()
+            continue
+        x = np.asarray(series[index], dtype=np.float64)
+        steps = x.shape[1]
+        if step_names is not None and x.shape[0] == 1 and len(step_names) == steps:
+            ax.bar(range(steps), x[0], color=["#d62828" if v >= 0 else "#2856dc" for v in x[0]])
+            ax.set_xticks(range(steps), [str(n) for n in step_names], rotation=60, ha="right", fontsize=5)
+            ax.axhline(0, color="black", linewidth=0.5)
+        else:
+            for f in np.argsort(-x.std(axis=1))[:top]:
+                ax.plot(range(steps), x[f], linewidth=1, label=str(names[f]) if f < len(names) else f"f{f}")
+            if labelled_step is not None:
+                at = labelled_step % steps
+                ax.axvspan(at - 0.5, at + 0.5, color="#d62828", alpha=0.25, linewidth=0)
+            ax.set_xlabel("time step", fontsize=6)
+            ax.legend(fontsize=5, loc="upper left")
+        ax.tick_params(labelsize=5)
+        ax.set_title(labels[index], fontsize=6, pad=2)
+    suffix = " (shaded: the step that labels the window)" if labelled_step is not None and step_names is None else ""
+    fig.suptitle(title + suffix, fontsize=8)
     if path is not None:
         save(fig, path)
     return fig
