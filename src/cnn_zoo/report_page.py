@@ -331,7 +331,7 @@ def add_top_losses(section: Section, folder: Path) -> None:
 
 def add_data(section: Section, folder: Path) -> None:
     """Counts per split (and per class where the datamodule reports them), and the files it skipped."""
-    facts = read_json(folder / "data.json") or {}
+    facts = data_facts(read_json(folder / "data.json") or {})
     names = [str(n) for n in facts.get("class_names") or []]
     sizes = facts.get("split_sizes") or {}
     per_class_counts = facts.get("split_class_counts") or {}
@@ -350,6 +350,19 @@ def add_data(section: Section, folder: Path) -> None:
     if names and not per_class_counts:
         section.data_facts.append(("classes", ", ".join(names)))
     section.skipped = skipped_files(folder, facts)
+
+
+def data_facts(stored: dict[str, Any]) -> dict[str, Any]:
+    """`data.json` as flat facts, whichever layout wrote it: the data spec (as checkpoints store it) or the flat
+    facts of earlier runs; the datamodule's extra keys (skipped files) kept."""
+    from cnn_zoo.data.spec import DataSpec
+
+    if not stored:
+        return {}
+    try:
+        return {**stored, **DataSpec.from_dict(stored).facts()}
+    except Exception:  # noqa: BLE001  (a page shows what it can: an unreadable spec leaves the counts out)
+        return stored
 
 
 def skipped_files(folder: Path, facts: dict[str, Any]) -> list[str]:
