@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -96,7 +97,8 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
     # lr=-1.0 makes the optimizer refuse to build: a failing trial, which must not end the search.
     search = [
         "hparams_search=mnist_optuna", f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=8", "logger=none",
-        "model=lenet", "optimizer.weight_decay=0", "optimizer.lr=choice(0.001,-1.0)", *TINY,
+        "model=lenet", "optimizer.weight_decay=0", "optimizer.lr=choice(0.001,-1.0)", "hydra.sweeper.grace_period=1",
+        *TINY,
     ]  # fmt: skip
     first = run_cli(mnist_root, *search, "hydra.sweeper.n_trials=2")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -115,8 +117,9 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
             assert "Invalid learning rate" in outcome["error"]
     assert (sweep / "optimization_results.yaml").is_file()
 
-    # A search killed mid-trial leaves it RUNNING; rerunning in the same folder finishes the study.
+    # A search killed mid-trial leaves it RUNNING and silent; rerunning in the same folder finishes the study.
     study.ask()
+    time.sleep(1.5)  # past the grace period: no worker is alive to run it
     job0 = (sweep / "0" / "job.json").read_text()
     second = run_cli(mnist_root, *search, "hydra.sweeper.n_trials=4")
     assert second.returncode == 0, second.stderr[-3000:]
