@@ -21,6 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 
@@ -138,3 +139,15 @@ def postgres_server() -> Iterator[str]:
             subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                            capture_output=True, timeout=60)  # fmt: skip
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class KillAtEpoch(L.Callback):
+    """SIGKILL a process group after a training epoch: the tracking server dies mid-run."""
+
+    def __init__(self, pgid: int, epoch: int = 0) -> None:
+        self.pgid, self.epoch = pgid, epoch
+
+    def on_train_epoch_end(self, trainer: object, pl_module: object) -> None:
+        if getattr(trainer, "current_epoch", -1) == self.epoch:
+            with suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGKILL)

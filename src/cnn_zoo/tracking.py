@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inspection import flatten
+from cnn_zoo.tracking_files import quiet_retries
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,8 @@ class MLflowTracker(MLFlowLogger):
         if self.lost is not None:
             return None
         try:
-            return call()
+            with quiet_retries():
+                return call()
         except Exception as err:  # MlflowException, requests' ConnectionError...: tracking must not end the run
             self.lose(what, err)
             return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,18 @@ RECORD = "mlflow.json"
 SKIPPED_DIRS = {"checkpoints", "tensorboard", "csv", "wandb", "mlruns", "mlartifacts", ".submitit"}
 MAX_BYTES = 50 * 2**20  # a larger file (a cache, a dump) stays local
 SWEEP_FILES = ("summary.md", "summary.csv", "optimization_results.yaml", "multirun.yaml")
+
+
+@contextmanager
+def quiet_retries() -> Iterator[None]:
+    """urllib3's "Retrying ..." warnings silenced during one MLflow call: a failure is said once, by `lose`."""
+    pool = logging.getLogger("urllib3.connectionpool")
+    level = pool.level
+    pool.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        pool.setLevel(level)
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
@@ -48,9 +62,10 @@ def upload(record: dict[str, Any], run_id: str, files: list[Path], base: Path, p
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(record["tracking_uri"])
-        for path in files:
-            parts = [prefix, *path.parent.relative_to(base).parts]
-            client.log_artifact(run_id, str(path), "/".join(p for p in parts if p) or None)
+        with quiet_retries():
+            for path in files:
+                parts = [prefix, *path.parent.relative_to(base).parts]
+                client.log_artifact(run_id, str(path), "/".join(p for p in parts if p) or None)
     except Exception as err:  # a tracking server gone away must not fail a finished job
         lines = str(err).strip().splitlines()
         log.warning("MLflow: files of %s not uploaded to run %s (%s: %s)", base, run_id, type(err).__name__,
