@@ -1,6 +1,6 @@
 """Hydra sweep overrides as Optuna distributions: the `params` of conf/hparams_search/*.yaml.
 
-`choice(a, b)` -> categorical, `interval(lo, hi)` -> uniform (int when both ends are ints), `tag(log, interval(...))`
+`choice(a, b)` -> categorical, `interval(lo, hi)` -> uniform floats, `tag(log, interval(...))`
 -> log-uniform, `range(start, stop, step)` -> stepped (stop excluded, as in Hydra's grid sweeps), `shuffle(...)` ->
 categorical. Anything else is a fixed override passed to every trial as written.
 """
@@ -46,11 +46,8 @@ def distribution_of(override: Override) -> BaseDistribution:
         if all(isinstance(v, int) for v in (start, stop, step)):
             return IntDistribution(int(start), int(last), step=int(step))
         return FloatDistribution(float(start), float(last), step=float(step))
-    if isinstance(value, IntervalSweep):
-        log = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log)
-        return FloatDistribution(float(value.start), float(value.end), log=log)
+    if isinstance(value, IntervalSweep):  # Hydra reads interval's ends as floats: integers come from range()
+        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise CnnZooError(f"{override.input_line}: not a search parameter (choice, interval, range)")
 
 

@@ -8,7 +8,7 @@ after the job (and an exported model after `cnn_zoo.export`).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -35,8 +35,11 @@ SWEEPER = "hydra_plugins.cnn_zoo_sweeper.resumable_optuna.ResumableOptunaSweeper
 
 def require(module: str, extra: str, what: str) -> None:
     """A missing optional dependency as one line naming the extra that brings it."""
-    if importlib.util.find_spec(module) is None:
-        raise CnnZooError(f"{what} needs the `{extra}` extra: pip install 'cnn_zoo[{extra}]' (or pip install {extra})")
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        hint = f"pip install 'cnn_zoo[{extra}]' (or pip install {extra})"
+        raise CnnZooError(f"{what} needs the `{extra}` extra: {hint}") from None
 
 
 def one_line(error: BaseException) -> str:
