@@ -153,7 +153,8 @@ class Search:
             if size < self.n_trials:
                 log.info("the grid holds %d points: n_trials %d -> %d", size, self.n_trials, size)
                 self.n_trials = size
-        pruner = sweeper.pruner if isinstance(sweeper.pruner, optuna.pruners.BasePruner) else None
+        # no pruner configured: NopPruner (Optuna's default would be a MedianPruner that nothing feeds)
+        pruner = sweeper.pruner if isinstance(sweeper.pruner, optuna.pruners.BasePruner) else optuna.pruners.NopPruner()
         directions = sweeper.direction if isinstance(sweeper.direction, Sequence) and not isinstance(
             sweeper.direction, str) else [sweeper.direction]  # fmt: skip
         self.directions = [str(getattr(d, "name", d)) for d in directions]
