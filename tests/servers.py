@@ -46,7 +46,7 @@ def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=5)  # a throwaway server: no need to wait long for a graceful stop
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState  # noqa: E402
 
 from cnn_zoo.errors import CnnZooError  # noqa: E402
-from cnn_zoo.optuna_search import HEARTBEAT, Search, fail_silent_trials  # noqa: E402
+from cnn_zoo.optuna_search import HEARTBEAT, WORKER, Search, fail_silent_trials  # noqa: E402
 from cnn_zoo.search_space import grid_of, parse_search  # noqa: E402
 from hydra_plugins.cnn_zoo_sweeper.resumable_optuna import ResumableOptunaSweeper  # noqa: E402
 
@@ -108,7 +109,7 @@ def test_failed_pruned_and_bad_values_are_recorded_and_the_search_goes_on(tmp_pa
         Search(made, ["k=choice(1,2)"]).run()
 
 
-def test_only_silent_running_trials_are_recorded_failed() -> None:
+def test_only_silent_running_trials_or_those_of_gone_workers_are_recorded_failed() -> None:
     study = optuna.create_study()
     alive, dead, fresh = study.ask(), study.ask(), study.ask()
     study._storage.set_trial_system_attr(alive._trial_id, HEARTBEAT, time.time())
@@ -117,6 +118,13 @@ def test_only_silent_running_trials_are_recorded_failed() -> None:
     states = [t.state for t in study.trials]
     assert states == [TrialState.RUNNING, TrialState.FAIL, TrialState.RUNNING]  # fresh: started within the grace
     assert fresh.number == 2
+
+    # A worker on this machine whose process is gone: failed at once, whatever its last heartbeat.
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    study._storage.set_trial_system_attr(alive._trial_id, WORKER, f"{socket.gethostname()}:{finished.pid}")
+    assert fail_silent_trials(study, grace_period=30) == 1
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING]
 
 
 def test_the_plugin_module_loads_neither_optuna_nor_cnn_zoo() -> None:

@@ -5,7 +5,8 @@ on several machines). Each worker loops: record silent trials of dead workers as
 it as a Hydra job whose folder is the trial's number (so workers sharing a sweep folder never collide), tell
 the result. `n_trials` is the study's total: a rerun only runs the missing trials, and parallel workers stop
 together when the study holds `n_trials`. While a trial runs its worker writes a heartbeat into the study;
-a RUNNING trial whose heartbeat stopped for `grace_period` seconds (its worker was killed) is recorded failed.
+a RUNNING trial whose heartbeat stopped for `grace_period` seconds (its worker was killed), or whose worker process
+on this machine is gone, is recorded failed.
 """
 
 from __future__ import annotations
@@ -84,16 +85,36 @@ def last_sign_of_life(trial: FrozenTrial) -> float:
     return trial.datetime_start.timestamp() if trial.datetime_start else 0.0
 
 
+def gone_from_this_host(worker: str) -> bool:
+    """True when `worker` (host:pid) ran on this machine and that process no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def fail_silent_trials(study: optuna.Study, grace_period: float, mine: Iterable[int] = ()) -> int:
-    """Record as failed the RUNNING trials (not this worker's) silent for `grace_period` s; returns how many."""
+    """Record as failed the RUNNING trials (not this worker's) silent for `grace_period` s, or whose worker
+    process on this machine is gone; returns how many."""
     now, failed, own = time.time(), 0, set(mine)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        silent = now - last_sign_of_life(trial)
-        if trial._trial_id in own or silent <= grace_period:
+        if trial._trial_id in own:
             continue
-        worker = trial.system_attrs.get(WORKER, "unknown worker")
-        log.warning("trial %d was interrupted (%s silent for %.0f s): recording it as failed", trial.number, worker,
-                    silent)  # fmt: skip
+        silent = now - last_sign_of_life(trial)
+        worker = str(trial.system_attrs.get(WORKER, "unknown worker"))
+        if gone_from_this_host(worker):
+            why = f"its worker {worker} is gone"
+        elif silent > grace_period:
+            why = f"{worker} silent for {silent:.0f} s"
+        else:
+            continue
+        log.warning("trial %d was interrupted (%s): recording it as failed", trial.number, why)
         try:
             study.tell(trial.number, state=TrialState.FAIL)
             failed += 1
