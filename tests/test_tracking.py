@@ -141,3 +141,26 @@ def test_a_server_that_dies_mid_run_costs_one_warning_and_no_metrics(
     rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
     assert len([r for r in rows if r and r.split(",")[0] != "epoch"]) >= 3  # the CSV log has every epoch
     assert record(run_dir)["lost"]
+
+
+def test_an_optuna_search_is_one_experiment_named_after_its_study(
+    server: MlflowServer, mnist_root: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("optuna", reason="the `hpo` extra is not installed")
+    sweep = tmp_path / "search"
+    result = run_cli(
+        mnist_root, "hparams_search=mnist_optuna", "hydra.sweeper.study_name=tracked_study", "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}", "logger=mlflow", f"logger.mlflow.tracking_uri={server.uri}", "model=lenet",
+        "trainer.max_epochs=1", *ONE_BATCH,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("tracked_study")
+    runs = client.search_runs([experiment.experiment_id])
+    trials = sorted((r for r in runs if "optuna.trial" in r.data.tags), key=lambda r: int(r.data.tags["optuna.trial"]))
+    assert [r.data.tags["optuna.trial"] for r in trials] == ["0", "1"]
+    for number, run in enumerate(trials):  # each trial's sampled values are its parameters
+        overrides = (sweep / str(number) / ".hydra" / "overrides.yaml").read_text()
+        assert f"optimizer.lr={run.data.params['optimizer.lr']}" in overrides
+    parent = [r for r in runs if "cnn_zoo.sweep_parent" in r.data.tags]
+    assert len(parent) == 1 and "optimization_results.yaml" in artifacts(client, parent[0].info.run_id)
