@@ -44,12 +44,15 @@ def test_every_console_script_names_a_main_that_exists() -> None:
         assert callable(getattr(importlib.import_module(module), function)), target
 
 
-def test_core_install_pins_no_optuna_stack() -> None:
+def test_core_install_pins_no_optuna_stack_and_the_extras_pin_no_sqlalchemy() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(project["dependencies"]).lower()
     for name in ("optuna", "sqlalchemy", "alembic", "scikit-learn"):
         assert name not in core, name
-    assert any(dep.startswith("hydra-optuna-sweeper") for dep in project["optional-dependencies"]["hpo"])
+    extras = project["optional-dependencies"]
+    assert extras["hpo"] == ["optuna>=4"]  # our own sweeper: no hydra-optuna-sweeper, no SQLAlchemy/alembic pins
+    assert not any(dep.lower().startswith(("sqlalchemy", "alembic")) for deps in extras.values() for dep in deps)
+    assert {"mlflow", "wandb", "postgres"} <= set(extras)
     assert project["license"] == "MIT" and (ROOT / "LICENSE").is_file()
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -108,7 +109,8 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
     # lr=-1.0 makes the optimizer refuse to build: a failing trial, which must not end the search.
     search = [
         "hparams_search=mnist_optuna", f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=8", "logger=none",
-        "model=lenet", "optimizer.weight_decay=0", "optimizer.lr=choice(0.001,-1.0)", *TINY,
+        "model=lenet", "optimizer.weight_decay=0", "optimizer.lr=choice(0.001,-1.0)", "hydra.sweeper.grace_period=1",
+        *TINY,
     ]  # fmt: skip
     first = run_cli(mnist_root, *search, "hydra.sweeper.n_trials=2")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -130,8 +132,9 @@ def test_optuna_search_records_failed_trials_and_resumes(mnist_root: Path, tmp_p
             assert "Invalid learning rate" in outcome["error"]
     assert (sweep / "optimization_results.yaml").is_file()
 
-    # A search killed mid-trial leaves it RUNNING; rerunning in the same folder finishes the study.
+    # A search killed mid-trial leaves it RUNNING and silent; rerunning in the same folder finishes the study.
     study.ask()
+    time.sleep(1.5)  # past the grace period: no worker is alive to run it
     job0 = (job_folder(sweep, 0) / "job.json").read_text()
     second = run_cli(mnist_root, *search, "hydra.sweeper.n_trials=4")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -165,3 +168,25 @@ def test_slurm_launcher_config_composes_where_the_plugin_is_installed() -> None:
     GlobalHydra.instance().clear()
     assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.timeout_min == 240
+
+
+def test_the_median_pruner_stops_a_trial_that_lags_after_an_epoch(mnist_root: Path, tmp_path: Path) -> None:
+    """A first search completes a learning trial; rerun with lr=0, the second trial lags and is pruned."""
+    sweep = tmp_path / "search"
+    search = [
+        "hparams_search=mnist_optuna", f"hydra.sweep.dir={sweep}", "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0", "logger=none",
+        "model=lenet", "optimizer.weight_decay=0", *[a for a in TINY if "max_epochs" not in a], "trainer.max_epochs=3",
+    ]  # fmt: skip
+    first = run_cli(mnist_root, *search, "optimizer.lr=0.003", "hydra.sweeper.n_trials=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli(mnist_root, *search, "optimizer.lr=0.0", "hydra.sweeper.n_trials=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = optuna.load_study(study_name="mnist_optuna", storage=f"sqlite:///{sweep}/optuna.db")
+    learned, lagging = study.trials
+    assert learned.state == optuna.trial.TrialState.COMPLETE and sorted(learned.intermediate_values) == [0, 1, 2]
+    assert lagging.state == optuna.trial.TrialState.PRUNED
+    assert list(lagging.intermediate_values) == [0]  # stopped after its first epoch
+    outcome = json.loads((sweep / "1" / "job.json").read_text())
+    assert outcome["status"] == "pruned" and "pruned after epoch 0" in outcome["error"]
+    assert "1 pruned" in (sweep / "summary.md").read_text()

@@ -24,6 +24,8 @@ from cnn_zoo.errors import CnnZooError
 from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
 from cnn_zoo.options import check_data_options
 from cnn_zoo.profiling import NoProfiler
+from cnn_zoo.tracking import prepare_loggers
+from cnn_zoo.trial_pruning import pruning_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,8 @@ def build_classifier(cfg: DictConfig, data: DataSpec) -> Classifier:
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [*extra_callbacks, ResumeCollection()]  # not a config choice: how a command's start-up ends
-    loggers = [instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
+    callbacks += [*extra_callbacks, *pruning_callbacks(cfg), ResumeCollection()]  # ResumeCollection: start-up's end
+    loggers = prepare_loggers([instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c], cfg)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     profiler = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}  # none asked: none paid for

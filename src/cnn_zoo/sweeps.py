@@ -228,8 +228,9 @@ class SweepSummary(Callback):
         job_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.COMPLETED:
             outcome = {"status": "completed", "return_value": job_return._return_value}
-        else:
-            outcome = {"status": "failed", "error": one_line(job_return._return_value)}
+        else:  # an Optuna trial stopped by its pruner is no failure (optuna is not imported for that)
+            pruned = type(job_return._return_value).__name__ == "TrialPruned"
+            outcome = {"status": "pruned" if pruned else "failed", "error": one_line(job_return._return_value)}
         if not isinstance(outcome.get("return_value"), int | float | type(None)):
             outcome["return_value"] = str(outcome["return_value"])
         write_atomic(job_dir / "job.json", json.dumps(outcome, indent=2) + "\n")
