@@ -92,7 +92,8 @@ def check_imdb_source(source: Path, members: int = 200) -> None:
         return
     try:
         with tarfile.open(source, "r|gz") as tar:
-            found = next((m.name for _, m in zip(range(members), tar, strict=False) if REVIEW_MEMBER.match(m.name)), None)
+            first = (member.name for _, member in zip(range(members), tar, strict=False))
+            found = next((name for name in first if REVIEW_MEMBER.match(name)), None)
     except (tarfile.TarError, OSError, EOFError) as err:
         found, mismatch = None, f"{mismatch}; and it is not a readable .tar.gz ({type(err).__name__}: {err})"
     if found is None:
