@@ -189,8 +189,8 @@ def worker_killed_message(err: BaseException, cfg: DictConfig) -> str:
         shm = f"; /dev/shm has {human_bytes(shutil.disk_usage('/dev/shm').free)} free"
     first = str(err).strip().splitlines()[0].rstrip(". ")
     return (
-        f"{first}, one of data.num_workers={workers} DataLoader workers: most often the kernel ended it for want of "
-        f"memory, or its shared memory ran out{shm}; try data.num_workers=0 (or fewer workers), a smaller "
+        f"a DataLoader worker was lost ({first}) with data.num_workers={workers}: most often the kernel ended it "
+        f"for want of memory, or its shared memory ran out{shm}; try data.num_workers=0 (or fewer workers), a smaller "
         "data.batch_size=, or more shared memory (docker run --shm-size=2g)"
     )
 
