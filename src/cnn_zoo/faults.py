@@ -39,14 +39,18 @@ CPU_OUT_OF_MEMORY = ("DefaultCPUAllocator", "can't allocate memory", "not enough
 WORKER_KILLED = ("DataLoader worker", "exited unexpectedly", "is killed by signal")
 
 
-class DiskFull(CnnZooError):
-    """A write failed for want of space: raised where the file and its size are known (checkpoints)."""
+class DiskFull(CnnZooError, OSError):
+    """A write failed for want of space: raised where the file and its size are known (checkpoints).
+
+    An `OSError` still (its errno, the file as its filename), for callers that catch those.
+    """
 
     def __init__(self, path: str | Path, needed: int | None, cause: BaseException) -> None:
-        super().__init__(str(cause))
+        found = full_disk_error(cause)
+        code = found.errno if found is not None and found.errno else errno.ENOSPC
+        OSError.__init__(self, code, os.strerror(code), str(path))
         self.path = Path(path)
         self.needed = needed
-        self.cause = cause
 
 
 class Stopped(Exception):
