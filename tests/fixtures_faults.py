@@ -7,6 +7,7 @@ from the environment (`CNN_ZOO_TEST_FAULT=<kind>`, `CNN_ZOO_TEST_FAULT_STEP=<glo
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -34,9 +35,10 @@ class InjectFault(L.Callback):
     """Before training step `$CNN_ZOO_TEST_FAULT_STEP`: `$CNN_ZOO_TEST_FAULT` happens.
 
     nan: a weight becomes NaN (the loss of this step is NaN); cuda_oom / cpu_oom / memory: the error torch (or
-    Python) raises when memory runs out; sigterm / sigint / sigusr1: this process gets the signal; kill_worker: a
-    DataLoader worker is SIGKILLed (as the kernel's OOM killer does). `$CNN_ZOO_TEST_STEP_SLEEP` seconds of sleep
-    before every step make a run long enough to be signalled from outside.
+    Python) raises when memory runs out; disk_full_event: ENOSPC writing a TensorBoard event file; sigterm /
+    sigint / sigusr1: this process gets the signal; kill_worker: a DataLoader worker is SIGKILLed (as the kernel's
+    OOM killer does). `$CNN_ZOO_TEST_STEP_SLEEP` seconds of sleep before every step make a run long enough to be
+    signalled from outside.
     """
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
@@ -59,6 +61,9 @@ class InjectFault(L.Callback):
             )
         elif kind == "memory":
             raise MemoryError()
+        elif kind == "disk_full_event":  # what TensorBoard's writer raises in the main thread when the disk fills
+            event = Path(trainer.default_root_dir) / "tensorboard" / "events.out.tfevents.1.host"
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(event))
         elif kind in SIGNALS:
             os.kill(os.getpid(), SIGNALS[kind])
         elif kind == "kill_worker":

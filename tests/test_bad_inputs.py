@@ -308,6 +308,12 @@ FAULTS = {
     "cuda_out_of_memory": ({"CNN_ZOO_TEST_FAULT": "cuda_oom"}, [], 2, "trainer.accumulate_grad_batches=2"),
     "cpu_out_of_memory": ({"CNN_ZOO_TEST_FAULT": "cpu_oom"}, [], 2, "out of memory on the CPU ("),
     "memory_error": ({"CNN_ZOO_TEST_FAULT": "memory"}, [], 2, "at data.batch_size=32"),
+    "disk_full_writing_an_event_file": (
+        {"CNN_ZOO_TEST_FAULT": "disk_full_event"},
+        [],
+        2,
+        "no space left on device writing {run}/tensorboard/events.out.tfevents.1.host (",
+    ),
     "worker_killed": (
         {"CNN_ZOO_TEST_FAULT": "kill_worker"},
         ["data.num_workers=2"],
@@ -333,5 +339,5 @@ def test_a_fault_mid_run_is_one_error_line(name: str, corpus: Path, tmp_path: Pa
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == status, result.stderr[-3000:]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert names in errors[0]
+    assert names.format(run=tmp_path / "run") in errors[0]
     assert fingerprint(corpus) == before

@@ -317,3 +317,15 @@ def test_a_requeued_slurm_job_continues_from_its_last_checkpoint(tmp_path: Path,
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert resume_checkpoint(None, run) == str((run / "checkpoints" / "last.ckpt").resolve())
     check_run_folder(run, None)  # the requeued job may write where it left off
+
+
+def test_the_slurm_trainer_config_gives_lightnings_slurm_environment_with_requeue(compose_cfg) -> None:
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from cnn_zoo.checkpointing import AtomicCheckpointIO
+    from cnn_zoo.pipeline import instantiate
+
+    plugins = [instantiate(p, "trainer") for p in compose_cfg("trainer=slurm").trainer.plugins]
+    assert [type(p) for p in plugins] == [AtomicCheckpointIO, SLURMEnvironment]
+    assert plugins[1].auto_requeue and int(plugins[1].requeue_signal) == signal.SIGUSR1
+    assert compose_cfg("trainer=slurm", "trainer.plugins.1.auto_requeue=false").trainer.plugins[1].auto_requeue is False
