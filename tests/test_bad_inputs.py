@@ -125,6 +125,10 @@ CASES = {
     "normalize_unknown": Case("train", lambda r: ["data.normalization=zscore"], "data.normalization"),
     "class_weights_bad": Case("train", lambda r: ["model.class_weights=heavy"], "model.class_weights"),
     "lr_not_a_number": Case("train", lambda r: ["optimizer.lr=fast", "trainer.max_epochs=1"], "optimizer"),
+    "fast_not_a_switch": Case("train", lambda r: ["fast=maybe"], "fast must be one of auto, true, false"),
+    "interpolation_of_an_unset_variable": Case(
+        "train", lambda r: ["trainer.max_epochs=${oc.env:CNN_ZOO_TEST_UNSET}"], "at trainer.max_epochs"
+    ),
     # checkpoints given to train and to evaluate
     "train_garbage_ckpt": Case("train", ckpt("garbage.ckpt"), "garbage.ckpt"),
     "train_empty_ckpt": Case("train", ckpt("empty.ckpt"), "empty.ckpt"),
@@ -170,7 +174,13 @@ CASES = {
     "csv_missing": Case("train", csv("missing.csv"), "missing.csv"),
 }
 # these also run as real subprocesses of the console entry points
-SUBPROCESS = ("max_epochs_not_a_number", "train_garbage_ckpt", "evaluate_garbage_ckpt", "run_dir_holds_a_finished_run")
+SUBPROCESS = (
+    "max_epochs_not_a_number",
+    "train_garbage_ckpt",
+    "evaluate_garbage_ckpt",
+    "run_dir_holds_a_finished_run",
+    "fast_not_a_switch",
+)
 
 
 def fingerprint(root: Path) -> dict[str, str]:
@@ -272,3 +282,62 @@ def test_empty_and_non_utf8_reviews_are_read(tmp_path: Path) -> None:
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert len(datamodule.train_set) + len(datamodule.val_set) == 18
+
+
+def test_prepare_refuses_a_local_imdb_source_that_is_not_the_archive(tmp_path: Path) -> None:
+    source = tmp_path / "aclImdb_v1.tar.gz"
+    source.write_bytes(np.random.default_rng(3).bytes(5000))
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "CNN_ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.prepare", "imdb", f"source={source}", f"data_dir={data_dir}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"source={source} is not the IMDB archive (its md5 is " in errors[0]
+    assert "not a readable .tar.gz" in errors[0]
+    assert not (data_dir / "aclImdb_v1.tar.gz").exists()
+
+
+# The faults a long run meets, injected at a training step (tests/fixtures_faults.py; tests/test_faults.py checks
+# the checkpoints, the full disk, the stop signals and the resumed runs): one line, their exit status, no traceback.
+FAULTS = {
+    "diverged_loss": ({"CNN_ZOO_TEST_FAULT": "nan"}, [], 3, "training diverged at epoch 1, step 3: loss is nan"),
+    "cuda_out_of_memory": ({"CNN_ZOO_TEST_FAULT": "cuda_oom"}, [], 2, "trainer.accumulate_grad_batches=2"),
+    "cpu_out_of_memory": ({"CNN_ZOO_TEST_FAULT": "cpu_oom"}, [], 2, "out of memory on the CPU ("),
+    "memory_error": ({"CNN_ZOO_TEST_FAULT": "memory"}, [], 2, "at data.batch_size=32"),
+    "disk_full_writing_an_event_file": (
+        {"CNN_ZOO_TEST_FAULT": "disk_full_event"},
+        [],
+        2,
+        "no space left on device writing {run}/tensorboard/events.out.tfevents.1.host (",
+    ),
+    "worker_killed": (
+        {"CNN_ZOO_TEST_FAULT": "kill_worker"},
+        ["data.num_workers=2"],
+        2,
+        "with data.num_workers=2: most often",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_a_fault_mid_run_is_one_error_line(name: str, corpus: Path, tmp_path: Path) -> None:
+    fault, extra, status, names = FAULTS[name]
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(corpus), "CNN_ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    env.update({**fault, "CNN_ZOO_TEST_FAULT_STEP": "2", "OMP_NUM_THREADS": "1"})
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    args = [*QUIET, "data.download=false", "data.val_size=60", "data.batch_size=32", "trainer.max_epochs=1", *extra]
+    args += ["+callbacks.inject._target_=tests.fixtures_faults.InjectFault", f"hydra.run.dir={tmp_path / 'run'}"]
+    before = fingerprint(corpus)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == status, result.stderr[-3000:]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert names.format(run=tmp_path / "run") in errors[0]
+    assert fingerprint(corpus) == before

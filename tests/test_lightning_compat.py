@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -204,3 +205,38 @@ def test_the_progress_bar_label_is_made_in_get_train_description() -> None:
     bar = Recording()
     bar._trainer = SimpleNamespace(max_epochs=10)
     assert bar._get_train_description(3) == "mine" and seen == [(3, "Epoch 3/9")]
+
+
+def test_spike_detection_decides_through_its_three_private_methods(tmp_path: Path) -> None:
+    """Lightning's `on_train_batch_end` asks `_is_spike`, learns with `_update_stats`, acts with `_handle_spike`."""
+    import torch
+
+    from cnn_zoo.lightning_compat import SpikeDetectionHooks
+
+    calls = []
+
+    class Recording(SpikeDetectionHooks):
+        def is_spike(self, loss):
+            calls.append("is_spike")
+            return float(loss) > 100
+
+        def update_stats(self, val):
+            calls.append("update_stats")
+
+        def handle_spike(self, trainer, batch_idx):
+            calls.append("handle_spike")
+
+    detector = Recording(mode="min", window=2, warmup=0, finite_only=False)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    for loss in (1.0, 1000.0):
+        detector.on_train_batch_end(trainer, None, torch.tensor(loss), None, 0)
+    assert calls == ["is_spike", "update_stats", "is_spike", "handle_spike"]
+
+
+def test_the_cluster_environment_is_the_accelerator_connectors(tmp_path: Path) -> None:
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    from cnn_zoo.lightning_compat import cluster_environment
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    assert isinstance(cluster_environment(trainer), LightningEnvironment)

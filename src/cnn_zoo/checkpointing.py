@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from cnn_zoo.atomic import write_atomic
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.lightning_compat import checkpoint_state_key, save_checkpoint_now
+from cnn_zoo.run_folder import slurm_requeued
 from cnn_zoo.torch_files import load_torch_file
 
 # what a checkpoint written by `cnn_zoo.train` holds beside the weights: enough to continue training
@@ -38,7 +39,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        write_atomic(path, functools.partial(torch.save, checkpoint))
+        try:
+            write_atomic(path, functools.partial(torch.save, checkpoint))
+        except (OSError, RuntimeError) as err:  # torch's zip writer wraps the OSError in a RuntimeError
+            from cnn_zoo.faults import DiskFull, full_disk_error, tensor_bytes
+
+            if full_disk_error(err) is None:
+                raise
+            raise DiskFull(path, tensor_bytes(checkpoint), err) from err
 
 
 class LatestCheckpoint(ModelCheckpoint):
@@ -95,6 +103,8 @@ def training_checkpoint(path: str | Path) -> Path:
 
 def resume_checkpoint(ckpt_path: Any, run_dir: str | Path) -> str | None:
     """`cfg.ckpt_path` for `Trainer.fit`: None, or a checked training checkpoint (`last`: the run folder's own)."""
+    if not ckpt_path and slurm_requeued() and (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
+        ckpt_path = "last"  # a requeued SLURM job continues where it stopped (cnn_zoo.stop_signals)
     if not ckpt_path:
         return None
     if str(ckpt_path) == "last":

@@ -1,4 +1,17 @@
-"""The one exception for a user's mistake, the guard that prints it as one line, and any exception as one line."""
+"""The one exception for a user's mistake, the guard that prints it as one line, any exception as one line, and
+the exit statuses.
+
+Exit statuses of every cnn_zoo command (docs/faults.md lists what the user sees for each):
+
+- 0: done.
+- 1: a bug (a traceback; please report it).
+- 2: a user's mistake or a fault of the machine the user can fix: bad input, a full disk, out of memory, a killed
+  DataLoader worker (`CnnZooError`, one `error:` line).
+- 3: training diverged (`cnn_zoo.divergence`): a non-finite or spiking loss; the run stopped, its last finite
+  checkpoint kept.
+- 128 + the signal's number (130 SIGINT, 138 SIGUSR1, 143 SIGTERM): stopped by a signal after saving a checkpoint
+  to resume from (`cnn_zoo.stop_signals`), the status a shell reports for a process that signal ended.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +19,54 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_SIGNAL_BASE = 128
+
 
 class CnnZooError(Exception):
     """A user's mistake (missing data, bad file, bad value): what, where and how to fix, in one line.
 
-    Entry points print it without a traceback; tracebacks are kept for bugs.
+    Entry points print it without a traceback; tracebacks are kept for bugs. `exit_status` is the command's exit
+    status (subclasses for the faults a long run meets set their own).
     """
+
+    exit_status: int = EXIT_USER_ERROR
+
+
+def user_error_in(err: BaseException) -> CnnZooError | None:
+    """The user's mistake behind `err`: `err` itself, or the cause of an OmegaConf interpolation error.
+
+    A resolver's `CnnZooError` (`fast=maybe` in `${fast_precision:...}`) reaches the code as OmegaConf's
+    `InterpolationResolutionError`; a bad interpolation of the user's own (`${oc.env:UNSET}`) is a mistake too.
+    """
+    if isinstance(err, CnnZooError):
+        return err
+    from omegaconf.errors import InterpolationResolutionError
+
+    if not isinstance(err, InterpolationResolutionError):
+        return None
+    cause: BaseException | None = err.__cause__ or err.__context__
+    while cause is not None and not isinstance(cause, CnnZooError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return cause
+    key = getattr(err, "full_key", None)
+    message = (str(err).strip().splitlines() or [type(err).__name__])[0]  # OmegaConf adds full_key: lines
+    return CnnZooError(f"bad config value{f' at {key}' if key else ''}: {message}")
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a `CnnZooError` raised inside the block into `error: <message>` on stderr and exit status 2."""
+    """Turn a `CnnZooError` raised inside the block into `error: <message>` on stderr and its exit status (2)."""
     try:
         yield
-    except CnnZooError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as err:
+        mistake = user_error_in(err)
+        if mistake is None:
+            raise
+        print(f"error: {mistake}", file=sys.stderr)
+        raise SystemExit(mistake.exit_status) from None
 
 
 def one_line(err: BaseException, *, named: bool = True, limit: int = 300) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks.spike import SpikeDetection
 from lightning.pytorch.strategies import DDPStrategy
 
 # why: Lightning has no public launcher that re-runs a command line. Public replacement: none (a launcher
@@ -163,3 +164,40 @@ class EpochLabelledProgressBar(RichProgressBar):
 
     def epoch_label(self, current_epoch: int, lightning_label: str) -> str:
         return lightning_label
+
+
+# ------------------------------------------------------------------------------- divergence and signals (faults)
+class SpikeDetectionHooks(SpikeDetection):
+    """Lightning's `SpikeDetection` with its three decisions under public names a subclass overrides.
+
+    why: what is a spike (`_is_spike`), what the running statistics learn (`_update_stats`) and what happens on a
+    spike (`_handle_spike`, which raises by default) are private methods its `on_train_batch_end` calls.
+    Public replacement: none in 2.6 (only `exclude_batches_path` and the constructor's tolerances are public).
+    """
+
+    def _is_spike(self, loss: Any) -> bool:
+        return self.is_spike(loss)
+
+    def is_spike(self, loss: Any) -> bool:
+        return super()._is_spike(loss)
+
+    def _update_stats(self, val: Any) -> None:
+        self.update_stats(val)
+
+    def update_stats(self, val: Any) -> None:
+        super()._update_stats(val)
+
+    def _handle_spike(self, trainer: L.Trainer, batch_idx: int) -> None:
+        self.handle_spike(trainer, batch_idx)
+
+    def handle_spike(self, trainer: L.Trainer, batch_idx: int) -> None:
+        super()._handle_spike(trainer, batch_idx)
+
+
+def cluster_environment(trainer: L.Trainer) -> Any:
+    """The cluster environment the trainer detected (SLURM's, with its `auto_requeue` and `requeue_signal`).
+
+    why: only the accelerator connector keeps it for every strategy (`trainer.strategy.cluster_environment`
+    exists on parallel strategies only). Public replacement: none in 2.6.
+    """
+    return trainer._accelerator_connector.cluster_environment

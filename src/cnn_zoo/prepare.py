@@ -70,11 +70,38 @@ def prepare_imdb(options: Options) -> Prepared:
         return Prepared("imdb", datamodule.archive, True, f"downloaded {datamodule.archive}")
     if not source.is_file():
         raise CnnZooError(f"source={source} not found; give the path of aclImdb_v1.tar.gz")
+    check_imdb_source(source)
     datamodule.archive.parent.mkdir(parents=True, exist_ok=True)
     partial = datamodule.archive.with_name(datamodule.archive.name + ".part")
     shutil.copyfile(source, partial)
     partial.replace(datamodule.archive)
     return Prepared("imdb", datamodule.archive, True, f"copied {source} to {datamodule.archive}")
+
+
+def check_imdb_source(source: Path, members: int = 200) -> None:
+    """A local `source=` checked as a download is: the official archive's published MD5, else at least a gzipped
+    tar holding `aclImdb/{train,test}/{pos,neg}/*.txt` among its first `members` (a repackaged copy, such as one
+    without `unsup/`, is used with a warning); anything else is refused before it is copied."""
+    import tarfile
+
+    from cnn_zoo.data.download import Resource, problem
+    from cnn_zoo.data.imdb import ARCHIVE_MD5, REVIEW_MEMBER, URL
+
+    mismatch = problem(source, Resource(URL, source.name, checksum=ARCHIVE_MD5))
+    if mismatch is None:
+        return
+    try:
+        with tarfile.open(source, "r|gz") as tar:
+            first = (member.name for _, member in zip(range(members), tar, strict=False))
+            found = next((name for name in first if REVIEW_MEMBER.match(name)), None)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        found, mismatch = None, f"{mismatch}; and it is not a readable .tar.gz ({type(err).__name__}: {err})"
+    if found is None:
+        raise CnnZooError(
+            f"source={source} is not the IMDB archive ({mismatch}); download the official aclImdb_v1.tar.gz "
+            f"from {URL} and pass source=<its path>"
+        )
+    log.warning("source=%s is not the official archive (%s), but holds the aclImdb reviews: using it", source, mismatch)
 
 
 def prepare_catsdogs(options: Options) -> Prepared:

@@ -73,6 +73,12 @@ def resume_arguments(arguments: Sequence[str]) -> list[str]:
     return [*kept, *extra, f'hydra.run.dir="{folder}"', f'ckpt_path="{last_checkpoint(folder)}"']
 
 
+def slurm_requeued() -> bool:
+    """Whether this process is a SLURM job started again by a requeue (`cnn_zoo.stop_signals`): it continues the
+    run in its folder from `checkpoints/last.ckpt` when there is one."""
+    return os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0")
+
+
 def holds_run(folder: Path) -> str | None:
     """'finished' or 'interrupted' when `folder` holds a run's results, else None."""
     if (folder / "metrics.json").is_file():
@@ -93,6 +99,8 @@ def resumes_in(ckpt_path: Any, folder: Path) -> bool:
 
 def check_run_folder(folder: Path, ckpt_path: Any) -> None:
     state = holds_run(folder)
+    if state == "interrupted" and not ckpt_path and slurm_requeued():
+        return
     if state and not resumes_in(ckpt_path, folder):
         raise CnnZooError(
             f"hydra.run.dir={folder} already holds a {state} run; continue it with resume={folder} "

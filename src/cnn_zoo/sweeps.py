@@ -91,13 +91,14 @@ def read_job(folder: Path) -> dict[str, Any]:
             key, _, value = str(item).partition("=")
             overrides[key] = value
     metrics_file, status_file = folder / "metrics.json", folder / "job.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    recorded = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = {k: v for k, v in recorded.items() if isinstance(v, int | float)}  # a diverged run adds its status
     status = json.loads(status_file.read_text()) if status_file.is_file() else {}
     default = "completed" if metrics else "interrupted"  # no job.json: killed, or still running elsewhere
     return {
         "job": job_number(folder),
         "folder": folder.name,
-        "status": status.get("status", default),
+        "status": recorded.get("status") or status.get("status", default),
         "overrides": overrides,
         "metrics": metrics,
         "error": status.get("error", ""),

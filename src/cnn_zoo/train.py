@@ -18,6 +18,7 @@ from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
 from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.faults import run_faults
 from cnn_zoo.run_folder import resume_arguments
 from cnn_zoo.run_logging import tidy_output
 
@@ -88,11 +89,12 @@ def run(cfg: DictConfig) -> float | None:
         # A job of a sweep: an exception marks this job failed (Optuna records a failed trial) and
         # the sweep goes on; SystemExit would end the whole sweep.
         try:
-            return objective(cfg, train(cfg), required=True)
+            with run_faults(cfg):
+                return objective(cfg, train(cfg), required=True)
         except CnnZooError as err:
             log.error("job failed: %s", err)
             raise
-    with user_errors():
+    with user_errors(), run_faults(cfg):  # a fault of a long run is one line too (cnn_zoo.faults)
         return objective(cfg, train(cfg), required=False)
 
 
