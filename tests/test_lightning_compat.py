@@ -191,7 +191,6 @@ def test_a_fit_sets_the_hook_name_counts_batches_and_saves_as_model_checkpoint_d
 
 def test_the_progress_bar_label_is_made_in_get_train_description() -> None:
     """`EpochLabelledProgressBar.epoch_label` sees the label Lightning made, counted from 0, and replaces it."""
-    from types import SimpleNamespace
 
     from cnn_zoo.lightning_compat import EpochLabelledProgressBar
 
