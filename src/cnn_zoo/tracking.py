@@ -158,6 +158,8 @@ class MLflowTracker(MLFlowLogger):
             return None
 
     def lose(self, what: str, err: BaseException) -> None:
+        if self.lost is not None:  # said once: a call nested in a failed one fails too
+            return
         self.lost = one_line(err)
         log.warning("MLflow tracking at %s failed while %s (%s): the run goes on without it; its local files "
                     "(metrics.json, logs) stay complete", self._tracking_uri, what, self.lost)  # fmt: skip
