@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,13 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+
+
+def job_dir(sweep: Path, number: int) -> Path:
+    """The job folder of `number`: `<number>` or `<number>_<its overrides>`, whichever layout the sweep uses."""
+    found = [p for p in sweep.iterdir() if p.is_dir() and re.fullmatch(rf"{number}(_.*)?", p.name)]
+    assert len(found) == 1, sorted(p.name for p in sweep.iterdir())
+    return found[0]
 
 
 def free_port() -> int:

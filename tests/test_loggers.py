@@ -70,3 +70,23 @@ def test_wandb_logs_offline_without_an_api_key(mnist_root: Path, tmp_path: Path)
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb")), list((run_dir / "wandb").iterdir())
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_an_unreachable_tracking_server_is_one_warning_and_then_silence(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed")
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # restored after the test
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    from cnn_zoo.tracking import MLflowTracker
+
+    tracker = MLflowTracker(tracking_uri=f"http://127.0.0.1:{free_port()}", experiment_name="nowhere")
+    with caplog.at_level("WARNING"):
+        tracker.log_hyperparams({"optimizer": {"lr": 0.1}})
+        tracker.log_metrics({"val/acc": 0.5}, step=0)
+        tracker.finalize("success")
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "failed while starting the run" in said[0], said
+    assert tracker.lost and tracker.run_id is None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import postgres_server, wait_until
+from tests.servers import job_dir, postgres_server, wait_until
 from tests.test_sweeps import TINY
 
 optuna = pytest.importorskip("optuna", reason="the `hpo` extra is not installed")
@@ -61,9 +61,9 @@ def test_two_workers_share_one_study_without_running_a_trial_twice(
     ran_by = {t.number: t.system_attrs["cnn_zoo:worker"] for t in trials}
     assert len(set(ran_by.values())) == 2, ran_by  # both workers drew trials
     for number in range(6):  # each trial's folder holds one run: no trial ran twice
-        log = (sweep / str(number) / "train.log").read_text()
+        log = (job_dir(sweep, number) / "train.log").read_text()
         assert log.count("run folder:") == 1, log
-        assert json.loads((sweep / str(number) / "job.json").read_text())["status"] == "completed"
+        assert json.loads((job_dir(sweep, number) / "job.json").read_text())["status"] == "completed"
 
     best = max(trials, key=lambda t: t.value)
     results = (sweep / "optimization_results.yaml").read_text()
@@ -109,5 +109,5 @@ def test_a_killed_worker_leaves_its_trial_failed_and_the_other_finishes(
     output = (tmp_path / "survivor.out").read_text()
     assert "trial 0 was interrupted" in output
     assert "best trial" in output
-    assert not (sweep / "0" / "job.json").exists()  # killed before Hydra recorded an outcome
+    assert not (job_dir(sweep, 0) / "job.json").exists()  # killed before Hydra recorded an outcome
     assert "1 interrupted" in (sweep / "summary.md").read_text()

@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from cnn_zoo.sweeps import job_number, write_summary
+from tests.servers import job_dir
 
 # One epoch on the generated MNIST, no progress bars: each job takes a few seconds.
 TINY = [
@@ -187,6 +188,6 @@ def test_the_median_pruner_stops_a_trial_that_lags_after_an_epoch(mnist_root: Pa
     assert learned.state == optuna.trial.TrialState.COMPLETE and sorted(learned.intermediate_values) == [0, 1, 2]
     assert lagging.state == optuna.trial.TrialState.PRUNED
     assert list(lagging.intermediate_values) == [0]  # stopped after its first epoch
-    outcome = json.loads((sweep / "1" / "job.json").read_text())
+    outcome = json.loads((job_dir(sweep, 1) / "job.json").read_text())
     assert outcome["status"] == "pruned" and "pruned after epoch 0" in outcome["error"]
     assert "1 pruned" in (sweep / "summary.md").read_text()

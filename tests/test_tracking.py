@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import MlflowServer, mlflow_server
+from tests.servers import MlflowServer, job_dir, mlflow_server
 from tests.test_sweeps import TINY
 
 mlflow = pytest.importorskip("mlflow", reason="the `mlflow` extra is not installed (pip install -e '.[mlflow]')")
@@ -114,7 +114,7 @@ def test_a_sweep_is_one_experiment_with_a_run_per_job_under_a_parent(
     for job, (run, lr) in enumerate(zip(children, ("0.001", "0.003"), strict=True)):
         assert run.data.params["optimizer.lr"] == lr and run.data.tags["sweep_test"] == "true"
         assert run.info.run_name == f"{sweep.name}-{job}"
-        assert_metrics_match(client, run.info.run_id, json.loads((sweep / str(job) / "metrics.json").read_text()))
+        assert_metrics_match(client, run.info.run_id, json.loads((job_dir(sweep, job) / "metrics.json").read_text()))
         assert "job.json" in artifacts(client, run.info.run_id)
     assert {"summary.md", "summary.csv"} <= artifacts(client, parent[0].info.run_id)
 
@@ -160,7 +160,7 @@ def test_an_optuna_search_is_one_experiment_named_after_its_study(
     trials = sorted((r for r in runs if "optuna.trial" in r.data.tags), key=lambda r: int(r.data.tags["optuna.trial"]))
     assert [r.data.tags["optuna.trial"] for r in trials] == ["0", "1"]
     for number, run in enumerate(trials):  # each trial's sampled values are its parameters
-        overrides = (sweep / str(number) / ".hydra" / "overrides.yaml").read_text()
+        overrides = (job_dir(sweep, number) / ".hydra" / "overrides.yaml").read_text()
         assert f"optimizer.lr={run.data.params['optimizer.lr']}" in overrides
     parent = [r for r in runs if "cnn_zoo.sweep_parent" in r.data.tags]
     assert len(parent) == 1 and "optimization_results.yaml" in artifacts(client, parent[0].info.run_id)

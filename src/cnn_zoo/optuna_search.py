@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -149,11 +150,31 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
-def prepare_storage(storage: Any) -> Any:
-    """The storage URL, with the folder of a SQLite file made."""
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+def prepare_storage(storage: Any, attempts: int = 5) -> Any:
+    """The storage: a SQLite file's folder made; a database URL opened as Optuna's RDBStorage, retried while
+    workers started at once race to create its tables (one wins, the others find them on the next try)."""
+    if not isinstance(storage, str) or "://" not in storage:
+        return storage
+    if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return storage
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except SQLAlchemyError as err:
+            log.info("opening the study's storage failed (%s): retrying", one_line(err))
+            time.sleep(attempt * (0.5 + random.random()))
+    return optuna.storages.RDBStorage(storage)
+
+
+def shown(storage: Any) -> str:
+    """A storage URL for the log, its password hidden."""
+    if not isinstance(storage, str) or "://" not in storage:
+        return str(storage)
+    from sqlalchemy.engine import make_url
+
+    return make_url(storage).render_as_string(hide_password=True)
 
 
 class Search:
@@ -196,7 +217,7 @@ class Search:
         stored = counted(study)
         fail_silent_trials(study, self.grace_period)
         log.info("study %r in %s: %d of %d trials stored, sampler %s, pruner %s", study.study_name,
-                 self.sweeper.storage, stored, self.n_trials, type(self.sampler).__name__,
+                 shown(self.sweeper.storage), stored, self.n_trials, type(self.sampler).__name__,
                  type(study.pruner).__name__)  # fmt: skip
         heartbeat = Heartbeat(study, self.heartbeat_interval)
         try:

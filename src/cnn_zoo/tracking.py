@@ -55,8 +55,11 @@ def job_context() -> dict[str, Any]:
     if not HydraConfig.initialized():
         return {}
     hc = HydraConfig.get()
+    output_dir = OmegaConf.select(hc, "runtime.output_dir", default=None, throw_on_missing=False)
+    if output_dir is None:  # a config composed outside a run (tests, notebooks)
+        return {}
     context: dict[str, Any] = {
-        "output_dir": str(Path(hc.runtime.output_dir).resolve()),
+        "output_dir": str(Path(output_dir).resolve()),
         "overrides": list(hc.overrides.task),
         "experiment": hc.runtime.choices.get("experiment"),
     }
@@ -158,6 +161,8 @@ class MLflowTracker(MLFlowLogger):
             return None
 
     def lose(self, what: str, err: BaseException) -> None:
+        if self.lost is not None:  # said once: a call nested in a failed one fails too
+            return
         self.lost = one_line(err)
         log.warning("MLflow tracking at %s failed while %s (%s): the run goes on without it; its local files "
                     "(metrics.json, logs) stay complete", self._tracking_uri, what, self.lost)  # fmt: skip
