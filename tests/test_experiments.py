@@ -37,7 +37,7 @@ def test_catsdogs_experiment_keeps_the_epoch_with_the_best_validation_accuracy(
         val_acc = [float(row["val/acc"]) for row in csv.DictReader(handle) if row.get("val/acc")]
     assert len(val_acc) == 3
     best_epoch = max(range(3), key=lambda e: (val_acc[e], -e))  # the first epoch reaching the maximum
-    best = tmp_path / "run" / "checkpoints" / f"epoch_{best_epoch:03d}.ckpt"
+    best = tmp_path / "run" / "checkpoints" / f"epoch_{best_epoch + 1:03d}.ckpt"  # named by the epoch counted from 1
     assert best.is_file()
     model = Classifier.load_from_checkpoint(best)
     norms = [m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]

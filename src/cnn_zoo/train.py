@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # Lightning, torch and the pipeline load in train(): `--help`
     import lightning as L
 
 log = logging.getLogger(__name__)
+cpu_log = logging.getLogger("cnn_zoo.cpu_settings")  # to the log file, not the console
 
 
 def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
@@ -43,10 +44,11 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     tidy_output()
     check_trainer_config(cfg.trainer)
-    log.debug("%s", performance.openmp_choice)  # the CPU settings of this command: `train.log` at DEBUG
-    log.debug("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
+    # the command's CPU settings: in train.log only (conf/hydra/default.yaml sends this logger to the file)
+    cpu_log.info("%s", performance.openmp_choice)
+    cpu_log.info("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
     if (cuda_check := performance.cuda_check_by_runtime_without_devices()) is not None:
-        log.debug("%s", cuda_check)
+        cpu_log.info("%s", cuda_check)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
