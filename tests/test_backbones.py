@@ -313,3 +313,31 @@ def test_experiment_composes(compose_cfg) -> None:
     cfg = compose_cfg("experiment=catsdogs_timm_finetune")
     assert cfg.model.net._target_ == "cnn_zoo.models.backbone.BackboneNet" and cfg.model.net.mode == "finetune"
     assert cfg.data.image_size == "weights" and cfg.data.folder == "cats_and_dogs_small"
+
+
+def test_specs_written_before_crop_pct_decode_as_before(tmp_path: Path) -> None:
+    """Every checkpoint written before this change has no `crop_pct`: its images are squashed to size, as then."""
+    import numpy as np
+    from PIL import Image
+
+    from cnn_zoo.data.spec import DataSpec
+
+    old = {
+        "contract": 2,
+        "kind": "image",
+        "class_names": ["cats", "dogs"],
+        "num_classes": 2,
+        "input_shape": [3, 20, 20],
+        "input_dtype": "float32",
+        "preprocessing": {"size": [20, 20], "color_mode": "rgb", "normalization": "rescale", "resize": "bilinear"},
+    }
+    prep = DataSpec.from_dict(old).preprocessing
+    assert prep.crop_pct is None
+    wide = tmp_path / "wide.png"
+    pixels = np.zeros((10, 40, 3), np.uint8)
+    pixels[:, :10] = 255  # a white left quarter: squashing keeps it, a centre crop would cut it off
+    Image.fromarray(pixels).save(wide)
+    squashed = prep.transform().decode(wide)
+    assert squashed.shape == (20, 20, 3) and squashed[:, :4].min() == 255
+    cropped = transforms.decode_image(wide, [20, 20], 3, "bicubic", 1.0)
+    assert cropped.shape == (20, 20, 3) and cropped[:, :].max() == 0  # shorter side to 20: width 80, centre 20
