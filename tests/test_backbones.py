@@ -341,3 +341,42 @@ def test_specs_written_before_crop_pct_decode_as_before(tmp_path: Path) -> None:
     assert squashed.shape == (20, 20, 3) and squashed[:, :4].min() == 255
     cropped = transforms.decode_image(wide, [20, 20], 3, "bicubic", 1.0)
     assert cropped.shape == (20, 20, 3) and cropped[:, :].max() == 0  # shorter side to 20: width 80, centre 20
+
+
+def test_group_fine_tuning_under_ddp_switches_phase_in_both_processes(pets: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "resnet.safetensors"
+    save_file(library_state(RESNET, "timm", seed=4), weights)
+    run = tmp_path / "ddp_run"
+    args = [
+        "trainer=ddp_cpu",  # find_unused_parameters follows the finetune model config
+        "model=timm_finetune",
+        f"model.net.name={RESNET}",
+        f"model.net.weights_path={weights}",
+        "model.net.freeze_epochs=1",
+        "data=catsdogs",
+        f"data.folder={pets.name}",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run}",
+        "logger=none",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.model_summary=null",
+        "+trainer.enable_progress_bar=false",
+    ]
+    env = {**os.environ, "CNN_ZOO_DATA_DIR": str(pets.parent), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.train", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for log_file in ("train.log", "train_rank1.log"):
+        text = (run / log_file).read_text()
+        assert "test_resnet.r160_in1k backbone (timm) fine-tuning" in text and "top 2 trainable" in text
+    assert (run / "metrics.json").is_file()
