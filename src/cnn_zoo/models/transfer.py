@@ -201,8 +201,8 @@ class TransferNet(nn.Module):
             load_backbone_weights(self.backbone, read_state_dict(weights_path), str(weights_path))
         elif weights:
             load_backbone_weights(self.backbone, imagenet_state_dict(self.arch, weights), f"torchvision {weights}")
-            if normalization not in (None, "imagenet"):
-                log.warning(
+            if normalization not in (None, "imagenet"):  # the one warning: cnn_zoo.models.preprocessing's
+                log.info(
                     "ImageNet weights expect ImageNet-normalised inputs: set data.normalization=imagenet (now %s)",
                     normalization,
                 )
