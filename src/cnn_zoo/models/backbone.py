@@ -423,6 +423,7 @@ class BackboneNet(nn.Module):
         convolution; None when no stage is spatial (vision transformers: tokens), where integrated gradients apply."""
         info = getattr(self.body, "feature_info", None)
         names = [str(f["module"]) for f in info] if isinstance(info, list) and info else []
+        channels = {str(f["module"]): f.get("num_chs") for f in info} if names else {}
         if not names:
             names = [n for n, m in self.body.named_modules() if isinstance(m, nn.Conv2d)]
         modules = dict(self.body.named_modules())
@@ -441,7 +442,13 @@ class BackboneNet(nn.Module):
             for hook in hooks:
                 hook.remove()
             self.body.train(was_training)
-        spatial = [n for n in names if len(shapes.get(n, ())) == 4 and min(shapes[n][2:]) > 1]
+        spatial = [
+            n
+            for n in names
+            if len(shapes.get(n, ())) == 4
+            and min(shapes[n][2:]) > 1
+            and channels.get(n) in (None, shapes[n][1])  # NCHW; Swin's stages are NHWC: no map from them
+        ]
         if not spatial:
             return None
         return f"body.{spatial[-1]}", modules[spatial[-1]]
