@@ -42,6 +42,9 @@ def instantiate(config: Any, what: str, **kwargs: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> ZooDataModule:
+    from cnn_zoo.models.preprocessing import prepare_data_config
+
+    prepare_data_config(cfg)  # the weights located and their preprocessing taken before any image is read
     datamodule = instantiate(cfg.data, "data")
     datamodule.prepare_data()
     datamodule.setup("fit")

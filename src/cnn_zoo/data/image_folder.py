@@ -36,6 +36,7 @@ from cnn_zoo.data.transforms import (
     image_size_pair,
     is_image_file,
     normalization_stats,
+    resampling,
 )
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.progress import track
@@ -180,6 +181,10 @@ class ImageFolderDataModule(ZooDataModule):
         on_bad_file: str = "skip",
         split_dirs: dict[str, str] | None = None,
         pin_memory: bool = False,
+        mean: list[float] | None = None,  # normalization=weights: the pretrained weights' (models/preprocessing.py)
+        std: list[float] | None = None,
+        interpolation: str = "bilinear",
+        crop_pct: float | None = None,  # None: squash to image_size (Keras); a fraction: resize + centre crop
         validation_split: float | None = None,  # deprecated: val_size
         test_split: float | None = None,  # deprecated: test_size
     ) -> None:
@@ -190,7 +195,11 @@ class ImageFolderDataModule(ZooDataModule):
             raise CnnZooError(f"data.color_mode must be one of {list(COLOR_MODES)} (Keras' names), got {color_mode!r}")
         self.color_mode = color_mode
         self.normalization = normalization
-        self.mean, self.std = normalization_stats(normalization, COLOR_MODES[color_mode])
+        self.mean, self.std = normalization_stats(normalization, COLOR_MODES[color_mode], mean, std)
+        resampling(interpolation)
+        if crop_pct is not None and not 0 < float(crop_pct) <= 1:
+            raise CnnZooError(f"data.crop_pct must be null or in (0, 1], got {crop_pct!r}")
+        self.interpolation, self.crop_pct = str(interpolation), None if crop_pct is None else float(crop_pct)
         val_size = renamed("validation_split", "val_size", validation_split, val_size)
         self.validation_split = require_fraction("val_size", val_size)
         self.test_split = require_fraction("test_size", renamed("test_split", "test_size", test_split, test_size))
@@ -295,6 +304,8 @@ class ImageFolderDataModule(ZooDataModule):
             normalization=self.normalization,
             mean=tuple(self.mean),
             std=tuple(self.std),
+            resize=self.interpolation,
+            crop_pct=self.crop_pct,
         )
         self.spec = DataSpec(
             kind="image",
