@@ -19,6 +19,7 @@ from cnn_zoo.callbacks import ResumeCollection
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
+from cnn_zoo.data.skipped import SkippedImages
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
@@ -68,7 +69,7 @@ def build_classifier(cfg: DictConfig, data: DataSpec | dict[str, Any]) -> Classi
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [*extra_callbacks, ResumeCollection()]  # not a config choice: how a command's start-up ends
+    callbacks += [*extra_callbacks, ResumeCollection(), SkippedImages()]  # not config choices
     loggers = [instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
