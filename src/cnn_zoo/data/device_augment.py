@@ -79,14 +79,12 @@ class Affine(Op):
         super().__init__(args["p"])
         self.rotate = args["rotate"]
         self.scale = args["scale"]
-        self.translate = args.get("translate_percent") or {"x": (0.0, 0.0), "y": (0.0, 0.0)}
+        self.in_pixels = args.get("translate_percent") is None  # translate_px (albumentations' default, 0)
+        zero = {"x": (0.0, 0.0), "y": (0.0, 0.0)}
+        self.translate = (args.get("translate_px") if self.in_pixels else args["translate_percent"]) or zero
         self.shear = args["shear"]
         self.keep_ratio = bool(args.get("keep_ratio", False))
         self.padding = "reflection" if int(args.get("border_mode", 0)) in REFLECT_BORDERS else "zeros"
-        if args.get("translate_px") is not None:
-            raise CnnZooError(
-                "augmentation.device=accelerator: Affine(translate_px=...) is not supported; use translate_percent"
-            )
 
     def params(self, rng: random.Random) -> tuple[float, ...]:
         angle = uniform(rng, self.rotate)
@@ -104,7 +102,7 @@ class Affine(Op):
             if p is None:
                 continue
             angle, sx, sy, tx, ty, hx, hy = p
-            a = math.radians(angle)
+            a = -math.radians(angle)  # albumentations: positive is counter-clockwise on screen
             rotation = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64)
             tan_x, tan_y = math.tan(math.radians(hx)), math.tan(math.radians(hy))
             shear = torch.tensor([[1.0, tan_x], [tan_y, 1.0]], dtype=torch.float64)
@@ -112,7 +110,7 @@ class Affine(Op):
             inverse = torch.linalg.inv(forward)
             # in grid_sample's normalised coordinates (x/W, y/H scaled to [-1, 1]): D A^-1 D^-1, shift -2 A^-1 t
             d = torch.diag(torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64))
-            shift = torch.tensor([tx * width, ty * height], dtype=torch.float64)
+            shift = torch.tensor([tx, ty] if self.in_pixels else [tx * width, ty * height], dtype=torch.float64)
             theta[i, :, :2] = d @ inverse @ torch.linalg.inv(d)
             theta[i, :, 2] = -(d @ inverse @ shift)
         grid = F.affine_grid(theta.to(x.device, torch.float32), list(x.shape), align_corners=False)
