@@ -284,7 +284,7 @@ def test_run_with_disk_cache_and_device_augmentation_resumes_exactly(tmp_path: P
 def truncating_run(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     data_dir, args = pets_run(tmp_path, "data.batch_size=4", "data.cache=none", "model=small_cnn",
                               "model.net.filters=[4,8]", "trainer.max_epochs=1", "test=false", *extra)  # fmt: skip
-    victim = data_dir / "pets" / "train" / "dogs" / "img_0003.jpg"
+    victim = data_dir / "pets" / "train" / "dogs" / "img_0002.jpg"
     write_truncatable_jpeg(victim)
     run = tmp_path / "run"
     callback = [
@@ -296,11 +296,13 @@ def truncating_run(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedPro
 
 
 def test_a_jpeg_truncated_after_setup_is_skipped_and_counted(tmp_path: Path) -> None:
-    result, run = truncating_run(tmp_path, "data.num_workers=2")  # flagged in a worker, counted in the trainer
+    result, run = truncating_run(
+        tmp_path, "data.num_workers=2", "data.max_skipped_share=0.1"
+    )  # flagged in a worker, counted in the trainer
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["data/skipped_images"] == 1.0
     log = (run / "train.log").read_text()
-    assert "skipped 1 image(s) that failed to decode this epoch" in log and "img_0003.jpg" in log
+    assert "skipped 1 image(s) that failed to decode this epoch" in log and "img_0002.jpg" in log
 
 
 def test_more_skips_than_the_share_allowed_stop_the_run_with_one_line(tmp_path: Path) -> None:
@@ -308,4 +310,4 @@ def test_more_skips_than_the_share_allowed_stop_the_run_with_one_line(tmp_path: 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: 1 of 16 images of the train split failed to decode during the run")
-    assert "img_0003.jpg" in lines[-1] and "data.max_skipped_share=0.05" in lines[-1]
+    assert "img_0002.jpg" in lines[-1] and "data.max_skipped_share=0.05" in lines[-1]
