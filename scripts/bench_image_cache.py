@@ -1,6 +1,6 @@
 """Image folders of any size: memory, start-up time and loader rate with the decoded cache on disk (issue 37).
 
-    python scripts/bench_image_cache.py --sizes 25000 100000 --root /work/bigfolder
+    python scripts/bench_image_cache.py --sizes 25000 100000 --root /work/bigfolder --steps 5 --ddp 4000
     python scripts/bench_image_cache.py --sizes 4000 --root /tmp/bigfolder --steps 5   # a quick look
 
 For each size N it builds `<root>/n<N>/{train,validation}/{cats,dogs}/` (80/20) from the 4,000 photos of
@@ -14,7 +14,7 @@ the repository. Then, each in a fresh process:
 - the training loader alone from the warm cache: images/s with 0 and 2 workers, without and with augmentation
   (flip_rotate_zoom in the workers; and `augmentation.device=accelerator`, here on the CPU), per core used;
 - the model alone (`scripts/bench_loader.py`'s `model_rate`): training images/s on batches in memory;
-- with `--ddp`, a two-process `trainer=ddp_cpu` run on the smallest size with an empty cache folder: the
+- with `--ddp N`, a two-process `trainer=ddp_cpu` run on N photos with an empty cache folder: the
   number of processes that decoded (one) and that mapped.
 Writes `<out>/image_cache.{md,json}`.
 """
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/work/bigfolder"))
     parser.add_argument("--steps", type=int, default=12, help="training steps per run")
     parser.add_argument("--batches", type=int, default=40, help="loader batches timed")
-    parser.add_argument("--ddp", action="store_true", help="also a two-process ddp_cpu run on the smallest size")
+    parser.add_argument("--ddp", type=int, metavar="N", help="also a two-process ddp_cpu run on a folder of N photos")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
     parser.add_argument("--child", choices=["train", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -232,8 +232,8 @@ def main() -> None:
         row["cache_gb"] = round(sum(p.stat().st_size for p in cache.rglob("*.u8")) / 2**30, 2)
         results[str(size)] = row
     if args.ddp:
-        size = min(args.sizes)
-        folder = args.root / f"n{size}"
+        size = args.ddp
+        folder = build_folder(args.root, size, photos)
         cache = args.root / f"cache-ddp-n{size}"
         shutil.rmtree(cache, ignore_errors=True)
         run = Path(tempfile.mkdtemp(prefix="bench_ddp_"))
@@ -242,7 +242,8 @@ def main() -> None:
                    f"+trainer.max_steps={args.steps}", f"hydra.run.dir={run}"]  # fmt: skip
         started = time.time()
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        text = done.stdout + done.stderr + (run / "train.log").read_text() if (run / "train.log").exists() else ""
+        log_file = run / "train.log"
+        text = done.stdout + done.stderr + (log_file.read_text() if log_file.exists() else "")
         results["ddp"] = {
             "exit": done.returncode,
             "wall_s": round(time.time() - started, 1),
