@@ -1,7 +1,7 @@
 """A prepared GPU check (issue 37): three models on the fast path, the loader's rate beside each model's.
 
     bash scripts/gpu_check.sh                     # on a CUDA machine: under 5 minutes
-    python scripts/gpu_check.py --device cpu --steps 3 --images 64   # the same code path on a CPU (smoke)
+    python scripts/gpu_check.py --device cpu --steps 3 --batches 2 --images 32 --batch-size 4   # CPU smoke run
 
 Cases, each a real `cnn_zoo.train.train` run of `--steps` training steps with `fast=true` (bf16 autocast and
 channels_last on a GPU with bf16 units; the CPU smoke run stays float32):
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="training steps per model (2 warm-up steps first)")
     parser.add_argument("--batches", type=int, default=40, help="loader batches timed per model")
     parser.add_argument("--images", type=int, default=2000, help="generated images when the real data is absent")
+    parser.add_argument("--batch-size", type=int, default=64, help="cats/dogs batch size (mnist_cnn: its own 64)")
     parser.add_argument("--only", nargs="*", help="case names to run (mnist_cnn small_cnn resnet50)")
     args = parser.parse_args()
 
@@ -172,16 +173,22 @@ def main() -> None:
         "logger=none",
         "test=false",
     ]
-    images = ["data.image_size=180", "data.cache=disk", "augmentation=flip_rotate_zoom", "augmentation.device=auto"]
+    images = [
+        f"data.batch_size={args.batch_size}",
+        "data.image_size=180",
+        "data.cache=disk",
+        "augmentation=flip_rotate_zoom",
+        "augmentation.device=auto",
+    ]
     cases = {
         "mnist_cnn": ["experiment=mnist_cnn", "data.download=false", *mnist_extra],
-        "small_cnn": ["experiment=catsdogs_scratch", "model=small_cnn", "data.batch_size=64", *images],
+        "small_cnn": ["experiment=catsdogs_scratch", "model=small_cnn", *images],
         "resnet50": [
             "experiment=catsdogs_resnet50_finetune",
-            "model.net.load_weights=false",
+            "model.net.weights=null",  # random weights: nothing to download
             "model.net.freeze_epochs=0",
+            "model.net.unfreeze_blocks=null",
             "model.net.cache_features=false",
-            "data.batch_size=64",
             *images,
         ],
     }

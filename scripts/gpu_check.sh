@@ -3,7 +3,7 @@
 # fine-tuning (random weights) at 180x180 on the fast path, each with images/s, GPU utilisation and memory, and
 # the loader's images/s beside the model's. Under 5 minutes on one CUDA GPU.
 #   bash scripts/gpu_check.sh                 # CNN_ZOO_DATA_DIR with MNIST/raw and cats_and_dogs_small, else generated
-#   bash scripts/gpu_check.sh --device cpu --steps 3 --batches 3 --images 64   # CPU smoke run of the same code
+#   bash scripts/gpu_check.sh --device cpu --steps 3 --batches 2 --images 32 --batch-size 4   # CPU smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CNN_ZOO_PROGRESS=0
