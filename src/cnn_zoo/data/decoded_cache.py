@@ -1,11 +1,11 @@
 """Decoded images on disk, memory-mapped: a split is decoded once, then every run, trial and rank maps the file.
 
-One cache is two files under `<cache_dir>/decoded_images/`: `<group>-<key>.u8`, the (N, H, W, C) uint8 rows in
-the split's file order, and `<group>-<key>.json`, its manifest (shape, the files with their sizes and
-modification times, the rows that did not decode). `group` names the folder, split and decode settings; `key`
-hashes the file list with each file's size and mtime and those settings, so a changed, added or removed photo
-gives another key: the cache is rebuilt, decoding only the files the previous cache of that group lacks
-(its unchanged rows are copied), and the previous one is removed.
+One cache is three files under `<cache_dir>/decoded_images/`: `<group>-<key>.u8`, the (N, H, W, C) uint8 rows in
+the split's file order, `<group>-<key>.json`, its manifest (shape, the rows that did not decode), and
+`<group>-<key>.files`, the files with their sizes and modification times (read only when rebuilding). `group`
+names the folder, split and decode settings; `key` hashes the file list with each file's size and mtime and
+those settings, so a changed, added or removed photo gives another key: the cache is rebuilt, decoding only the
+files the previous cache of that group lacks (its unchanged rows are copied), and the previous one is removed.
 
 Writing is atomic: rows go to `<name>.tmp-<pid>` (space reserved up front with `posix_fallocate`, so a full
 disk is an `OSError` at once, never a `SIGBUS` in a mapped write), the file is renamed into place, then the
@@ -150,6 +150,10 @@ class DecodedCache:
         name = self.folder / f"{self.prefix}-{key}"
         return name.with_suffix(".u8"), name.with_suffix(".json")
 
+    def files_path(self, key: str) -> Path:
+        """The (path, size, mtime) of every row: read only to reuse rows when the cache is rebuilt."""
+        return self.folder / f"{self.prefix}-{key}.files"
+
     def key(self, listing: Listing) -> str:
         return digest({"format": FORMAT, **self.group, "shape": self.image_shape, "files": listing.entries()})
 
@@ -210,7 +214,11 @@ class DecodedCache:
         for manifest in sorted(self.folder.glob(f"{self.prefix}-*.json"), key=lambda p: p.stat().st_mtime):
             meta = self.complete(manifest.stem.rsplit("-", 1)[-1])
             if meta is not None and tuple(meta["shape"][1:]) == self.image_shape:
-                rows = {tuple(entry): row for row, entry in enumerate(meta["files"])}
+                try:
+                    files = json.loads(self.files_path(meta["key"]).read_text())
+                except (OSError, ValueError):
+                    continue
+                rows = {tuple(entry): row for row, entry in enumerate(files)}
                 mapped = MappedImages(self.paths(meta["key"])[0], tuple(meta["shape"]), np.arange(meta["shape"][0]))
                 return mapped, rows, {int(row) for row, _ in meta["bad"]}
         return None
@@ -278,14 +286,16 @@ class DecodedCache:
             "format": FORMAT,
             "shape": list(shape),
             "group": self.group,
-            "files": [list(entry) for entry in listing.entries()],
             "bad": [[row, error] for row, error in enumerate(errors) if error is not None],
         }
         os.replace(tmp, data)
+        tmp_files = self.files_path(key).with_name(f"{self.files_path(key).name}.tmp-{os.getpid()}")
+        tmp_files.write_text(json.dumps([list(entry) for entry in listing.entries()]))
+        os.replace(tmp_files, self.files_path(key))
         tmp_manifest = manifest.with_name(f"{manifest.name}.tmp-{os.getpid()}")
         tmp_manifest.write_text(json.dumps(meta))
         os.replace(tmp_manifest, manifest)
         for old in self.folder.glob(f"{self.prefix}-*"):  # older versions of this group (mapped ones stay readable)
-            if old not in (data, manifest) and old.suffix in (".u8", ".json"):
+            if old not in (data, manifest, self.files_path(key)) and old.suffix in (".u8", ".json", ".files"):
                 old.unlink(missing_ok=True)
         return meta

@@ -23,6 +23,7 @@ Augmentation (albumentations) touches the training split only; with `augmentatio
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -42,6 +43,7 @@ from cnn_zoo.data.sampling import SeededSamples
 from cnn_zoo.data.spec import DataSpec, DataStats, ImagePreprocessing
 from cnn_zoo.data.transforms import (
     COLOR_MODES,
+    IMAGE_EXTENSIONS,
     ImageTransform,
     augmentation_transforms,
     image_size_pair,
@@ -80,9 +82,30 @@ def list_samples(folder: Path, class_names: Sequence[str]) -> Samples:
         )
     samples = []
     for name in class_names:
-        files = sorted(p for p in (folder / name).rglob("*") if is_image_file(p)) if (folder / name).is_dir() else []
-        samples += [(path, index[name]) for path in files]
+        samples += [(path, index[name]) for path in image_files(folder / name)]
     return samples
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under `folder` (sub-folders too), in pathlib's order (component by component).
+
+    `os.scandir` reads the file types with the names, so 100,000 photos cost no `stat` each (`rglob` and
+    `is_file` did, twice the time of the whole listing).
+    """
+    found: list[str] = []
+    pending = [str(folder)] if folder.is_dir() else []
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append(entry.path)
+                elif (
+                    entry.is_file()
+                    and not entry.name.startswith(".")
+                    and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
+                ):
+                    found.append(entry.path)
+    return [Path(path) for path in sorted(found, key=lambda path: path.split(os.sep))]
 
 
 def split_samples(samples: Samples, fractions: Sequence[float], seed: int) -> list[Samples]:
