@@ -243,14 +243,18 @@ def main() -> None:
                    f"+trainer.max_steps={args.steps}", f"hydra.run.dir={run}"]  # fmt: skip
         started = time.time()
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        log_file = run / "train.log"
-        text = done.stdout + done.stderr + (log_file.read_text() if log_file.exists() else "")
+        logs = {path.name: path.read_text() for path in sorted(run.glob("train*.log"))}  # train.log, train_rank1.log
         results["ddp"] = {
             "exit": done.returncode,
             "wall_s": round(time.time() - started, 1),
-            "decoded_splits": text.count("decoding train images into the cache:"),
-            "mapped_lines": text.count("mapped from the decoded cache"),
-            "waited_lines": text.count("waiting for another process decoding"),
+            "per_rank": {
+                name: {
+                    "splits_decoded": text.count("images into the cache:"),
+                    "splits_mapped": text.count("mapped from the decoded cache"),
+                    "waited": text.count("waiting for another process decoding"),
+                }
+                for name, text in logs.items()
+            },
         }
         print("ddp", results["ddp"], flush=True)
     report(args.out, results)
@@ -275,6 +279,10 @@ def report(out: Path, results: dict[str, Any]) -> None:
             continue
         for name, r in row["loader"].items():
             lines.append(f"| {int(size):,} | {name} | {r['images_per_s']} | {r.get('per_core', '')} |")
+    if "ddp" in results:
+        ddp = results["ddp"]
+        lines += ["", f"Two-process ddp_cpu run (exit {ddp['exit']}, {ddp['wall_s']} s), per rank's log: "
+                  f"{json.dumps(ddp['per_rank'])}"]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "image_cache.md").write_text("\n".join(lines) + "\n")
     (out / "image_cache.json").write_text(json.dumps(results, indent=2) + "\n")
