@@ -453,11 +453,13 @@ class ImageFolderDataModule(ZooDataModule):
 
     def loader(self, dataset: Any, shuffle: bool = False) -> Any:
         if isinstance(dataset, ImageFiles):
-            dataset.raw = self.device_augmenting()
+            # training batches only: evaluate/predict feed the evaluation loaders to a trainer without this
+            # datamodule (no `on_after_batch_transfer`), so those stay normalised on the CPU
+            dataset.raw = shuffle and self.device_augmenting()
         return super().loader(dataset, shuffle)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """A uint8 batch on the device: the training one augmented from its per-sample seeds, every one normalised."""
+        """A uint8 training batch on the device: augmented from its per-sample seeds, then normalised."""
         if self.device_pipeline is None or not isinstance(batch, list | tuple) or batch[0].dtype != torch.uint8:
             return batch
         x, y, *seeds = batch
