@@ -19,6 +19,7 @@ from cnn_zoo.callbacks import ResumeCollection
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
+from cnn_zoo.data.skipped import SkippedImages
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
@@ -73,7 +74,7 @@ def build_classifier(cfg: DictConfig, data: DataSpec) -> Classifier:
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [*extra_callbacks, *pruning_callbacks(cfg), ResumeCollection()]  # ResumeCollection: start-up's end
+    callbacks += [*extra_callbacks, *pruning_callbacks(cfg), ResumeCollection(), SkippedImages()]  # not config choices
     loggers = prepare_loggers([instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c], cfg)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

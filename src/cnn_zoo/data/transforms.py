@@ -159,9 +159,11 @@ def augmentation_transforms(augmentation: dict[str, Any] | None) -> list[A.Basic
     """The training-only transforms of an `augmentation` config group (`transforms: [...]`; null = none)."""
     if not augmentation:
         return []
-    unknown = set(augmentation) - {"transforms"}
+    unknown = set(augmentation) - {"transforms", "device"}  # device: cnn_zoo.data.device_augment
     if unknown:
-        raise CnnZooError(f"augmentation config accepts only a 'transforms' list, got keys {sorted(unknown)}")
+        raise CnnZooError(
+            f"augmentation config accepts only a 'transforms' list (and 'device'), got keys {sorted(unknown)}"
+        )
     entries = augmentation.get("transforms") or []
     if not isinstance(entries, list):
         raise CnnZooError(f"augmentation.transforms must be a list of transforms, got {entries!r}")
