@@ -47,12 +47,27 @@ class PhaseRecorder(L.Callback):
         if trainer.current_epoch in self.epochs:
             return
         net = pl_module.net
+        backbone = net.backbone if hasattr(net, "backbone") else net.body  # TransferNet | BackboneNet
         optimizer = trainer.optimizers[0]
         self.epochs[trainer.current_epoch] = {
-            "trainable": {n for n, p in net.backbone.named_parameters() if p.requires_grad},
+            "trainable": {n for n, p in backbone.named_parameters() if p.requires_grad},
             "groups": [(g.get("name"), g["lr"], sum(p.numel() for p in g["params"])) for g in optimizer.param_groups],
-            "backbone_training": {n for n, m in net.backbone.named_modules() if m.training},
+            "backbone_training": {n for n, m in backbone.named_modules() if m.training},
         }
+
+
+def hf_cache_model(hf_home: Path, repo_id: str, state: dict[str, torch.Tensor], commit: str = "0" * 40) -> Path:
+    """`state` as `model.safetensors` of Hub repo `repo_id` in the cache layout huggingface_hub reads
+    (`hub/models--<owner>--<name>/refs/main` -> `snapshots/<commit>/`), as `hf download` leaves it."""
+    from safetensors.torch import save_file
+
+    root = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    snapshot = root / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
+    return snapshot / "model.safetensors"
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:

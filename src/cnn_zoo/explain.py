@@ -29,11 +29,16 @@ from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import load_classifier
 from cnn_zoo.interpret import render
 from cnn_zoo.interpret.activations import activations
-from cnn_zoo.interpret.attribution import saliency, sequence_attributions, token_attributions
+from cnn_zoo.interpret.attribution import (
+    image_integrated_gradients,
+    saliency,
+    sequence_attributions,
+    token_attributions,
+)
 from cnn_zoo.interpret.gradcam import gradcam
 from cnn_zoo.interpret.index import Entry, write_index
 from cnn_zoo.interpret.inputs import DataView, Sample
-from cnn_zoo.interpret.layers import conv_layers, find_layer
+from cnn_zoo.interpret.layers import NoSpatialLayer, conv_layers, find_layer
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,11 @@ class Explainer:
         self.max_maps, self.steps = int(cfg.max_maps), int(cfg.steps)
         self.layers: list[str] | None = None
         if self.method == "gradcam":
-            self.layer_name, self.layer = find_layer(model, cfg.get("layer"))
+            try:
+                self.layer_name, self.layer = find_layer(model, cfg.get("layer"))
+            except NoSpatialLayer as err:
+                log.warning("%s: explaining with integrated gradients instead", err)
+                self.method = "integrated_gradients"
         elif cfg.get("layer"):
             name, module = find_layer(model, cfg.layer)
             if name not in conv_layers(model):
@@ -87,6 +96,12 @@ class Explainer:
             if self.method == "gradcam":
                 cam = gradcam(self.model, self.layer, x, target, self.model.binary)[0].numpy()
                 self.draw(sample, entry, cam, stem, f"Grad-CAM for '{name}' at {self.layer_name}", "Grad-CAM")
+            elif self.method == "integrated_gradients":
+                result = image_integrated_gradients(self.model, x, target, self.model.binary, self.steps)
+                entry.notes.append(f"integrated gradients for '{name}': completeness error {result.delta:.2e}")
+                values = result.values.clamp(min=0).numpy()  # evidence for the class, as Grad-CAM's ReLU keeps
+                values = values / (values.max() or 1.0)
+                self.draw(sample, entry, values, stem, f"integrated gradients for '{name}'", "integrated gradients")
             else:
                 self.attribute(sample, entry, x, target, stem, name)
 

@@ -22,7 +22,15 @@ from cnn_zoo.torch_files import load_torch_file
 log = logging.getLogger(__name__)
 
 # image data config keys that must follow the checkpoint when `data=` rebuilds the datamodule from config
-IMAGE_PREPROCESSING_KEYS = {"image_size": "size", "normalization": "normalization", "color_mode": "color_mode"}
+IMAGE_PREPROCESSING_KEYS = {
+    "image_size": "size",
+    "normalization": "normalization",
+    "color_mode": "color_mode",
+    "mean": "mean",
+    "std": "std",
+    "interpolation": "resize",
+    "crop_pct": "crop_pct",
+}
 
 
 def load_classifier(ckpt_path: str | Path | None, tta: dict[str, Any] | None = None) -> Classifier:

@@ -19,6 +19,7 @@ from cnn_zoo.callbacks import ResumeCollection
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
+from cnn_zoo.data.skipped import SkippedImages
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
@@ -42,6 +43,9 @@ def instantiate(config: Any, what: str, **kwargs: Any) -> Any:
 
 
 def build_datamodule(cfg: DictConfig) -> ZooDataModule:
+    from cnn_zoo.models.preprocessing import prepare_data_config
+
+    prepare_data_config(cfg)  # the weights located and their preprocessing taken before any image is read
     datamodule = instantiate(cfg.data, "data")
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -70,7 +74,7 @@ def build_classifier(cfg: DictConfig, data: DataSpec) -> Classifier:
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [*extra_callbacks, *pruning_callbacks(cfg), ResumeCollection()]  # ResumeCollection: start-up's end
+    callbacks += [*extra_callbacks, *pruning_callbacks(cfg), ResumeCollection(), SkippedImages()]  # not config choices
     loggers = prepare_loggers([instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c], cfg)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

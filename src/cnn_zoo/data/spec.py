@@ -31,7 +31,11 @@ def num_outputs_for(num_classes: int) -> int:
 
 @dataclass(frozen=True)
 class ImagePreprocessing:
-    """File -> resized uint8 array (color mode, size) -> (x/255 - mean)/std as a CHW float tensor."""
+    """File -> resized uint8 array (color mode, size) -> (x/255 - mean)/std as a CHW float tensor.
+
+    `resize` is the interpolation; `crop_pct` None squashes the whole image to `size` (Keras' loaders), a number
+    resizes the shorter side to size / crop_pct and takes the centre `size` (timm's and torchvision's evaluation).
+    """
 
     kind: ClassVar[str] = "image"
     size: tuple[int, int]
@@ -40,6 +44,7 @@ class ImagePreprocessing:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     resize: str = "bilinear"
+    crop_pct: float | None = None
 
     @property
     def channels(self) -> int:
@@ -275,6 +280,7 @@ def from_facts(facts: Mapping[str, Any]) -> DataSpec:
             mean=tuple(float(v) for v in facts.get("mean", [0.0] * channels)),  # hand-made facts may omit them
             std=tuple(float(v) for v in facts.get("std", [1.0] * channels)),
             resize=str(facts.get("resize", "bilinear")),
+            crop_pct=facts.get("crop_pct"),
         )
     elif kind == "text":
         prep = TextPreprocessing(

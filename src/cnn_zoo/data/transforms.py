@@ -30,6 +30,15 @@ from cnn_zoo.errors import CnnZooError  # noqa: E402
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 NORMALIZATIONS = ("rescale", "imagenet")  # x / 255 (Keras' Rescaling(1/255) in the notes) | ImageNet mean/std
+# `weights`: the pretrained weights' own mean/std, given as data.mean / data.std (cnn_zoo.models.preprocessing)
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
 COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}  # Keras' color_mode names -> channels
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
@@ -47,10 +56,23 @@ def image_size_pair(value: int | list[int] | tuple[int, ...]) -> list[int]:
     return size
 
 
-def normalization_stats(name: str, channels: int = 3) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std: `rescale` = [0, 1]; `imagenet` = ImageNet's for RGB (gray: their average; alpha 0/1)."""
+def normalization_stats(
+    name: str, channels: int = 3, mean: list[float] | None = None, std: list[float] | None = None
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std: `rescale` = [0, 1]; `imagenet` = ImageNet's for RGB (gray: their average; alpha 0/1);
+    `weights` = the given `mean`/`std` (the pretrained weights', set by cnn_zoo.models.preprocessing)."""
+    if name == "weights":
+        if not mean or not std or len(mean) != len(std):
+            raise CnnZooError(
+                "data.normalization=weights needs data.mean and data.std (set from a pretrained model's weights: "
+                "use it with model=timm_frozen and the like), or choose rescale / imagenet"
+            )
+        if len(mean) != channels:
+            gray = [sum(mean) / len(mean)], [sum(std) / len(std)]
+            return gray if channels == 1 else ((list(mean) + [0.0])[:channels], (list(std) + [1.0])[:channels])
+        return [float(v) for v in mean], [float(v) for v in std]
     if name not in NORMALIZATIONS:
-        raise CnnZooError(f"data.normalization must be one of {sorted(NORMALIZATIONS)}, got {name!r}")
+        raise CnnZooError(f"data.normalization must be one of {sorted(NORMALIZATIONS)} or weights, got {name!r}")
     if name == "rescale":
         return [0.0] * channels, [1.0] * channels
     if channels == 1:
@@ -62,8 +84,35 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def decode_image(path: str | Path, size: list[int], channels: int = 3) -> np.ndarray:
-    """Read `path` as an (H, W, C) uint8 array resized to `size` (aspect ratio not kept, as Keras' loaders).
+def resampling(name: str) -> Image.Resampling:
+    if name not in INTERPOLATIONS:
+        raise CnnZooError(f"data.interpolation must be one of {list(INTERPOLATIONS)}, got {name!r}")
+    return INTERPOLATIONS[name]
+
+
+def scale_and_crop(image: Image.Image, size: list[int], crop_pct: float, method: Image.Resampling) -> Image.Image:
+    """timm's evaluation framing: shorter side to size / crop_pct (each side for non-square sizes), centre crop."""
+    import math
+
+    height, width = size
+    scale = [math.floor(v / crop_pct + 1e-6) for v in size]
+    if scale[0] == scale[1]:  # torchvision Resize(int): the shorter side, aspect ratio kept
+        short = scale[0]
+        w, h = image.size
+        new = (short, max(short, round(h * short / w))) if w <= h else (max(short, round(w * short / h)), short)
+    else:
+        new = (scale[1], scale[0])
+    if image.size != new:
+        image = image.resize(new, method)
+    left, top = (new[0] - width) // 2, (new[1] - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def decode_image(
+    path: str | Path, size: list[int], channels: int = 3, resize: str = "bilinear", crop_pct: float | None = None
+) -> np.ndarray:
+    """Read `path` as an (H, W, C) uint8 array resized to `size` (aspect ratio not kept, as Keras' loaders), or,
+    with `crop_pct`, scaled and centre-cropped as timm and torchvision evaluate (`scale_and_crop`).
 
     Any file mode (grayscale, RGBA, CMYK, palette) becomes `channels` channels: 3 = RGB, 1 = L, 4 = RGBA. JPEG
     decoding is scaled down by the decoder when the file is much larger than `size` (`draft`), the expensive part.
@@ -71,14 +120,18 @@ def decode_image(path: str | Path, size: list[int], channels: int = 3) -> np.nda
     """
     height, width = size
     target = PIL_MODES[channels]
+    method = resampling(resize)
     with Image.open(path) as image:
-        image.draft("L" if channels == 1 else "RGB", (width, height))
+        draft = (width, height) if crop_pct is None else (int(width / crop_pct) + 1, int(height / crop_pct) + 1)
+        image.draft("L" if channels == 1 else "RGB", draft)
         image = ImageOps.exif_transpose(image)
         if image.mode == "P" or (image.mode == "LA" and channels != 1):
             image = image.convert("RGBA")
         image = image.convert(target)
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        if crop_pct is not None:
+            image = scale_and_crop(image, [height, width], float(crop_pct), method)
+        elif image.size != (width, height):
+            image = image.resize((width, height), method)
         array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 
@@ -106,9 +159,11 @@ def augmentation_transforms(augmentation: dict[str, Any] | None) -> list[A.Basic
     """The training-only transforms of an `augmentation` config group (`transforms: [...]`; null = none)."""
     if not augmentation:
         return []
-    unknown = set(augmentation) - {"transforms"}
+    unknown = set(augmentation) - {"transforms", "device"}  # device: cnn_zoo.data.device_augment
     if unknown:
-        raise CnnZooError(f"augmentation config accepts only a 'transforms' list, got keys {sorted(unknown)}")
+        raise CnnZooError(
+            f"augmentation config accepts only a 'transforms' list (and 'device'), got keys {sorted(unknown)}"
+        )
     entries = augmentation.get("transforms") or []
     if not isinstance(entries, list):
         raise CnnZooError(f"augmentation.transforms must be a list of transforms, got {entries!r}")
@@ -126,11 +181,13 @@ class ImageTransform:
     def __init__(self, preprocessing: Any, augment: list[A.BasicTransform] = ()) -> None:
         self.size = image_size_pair(list(preprocessing.size))
         self.channels = preprocessing.channels
+        self.resize = str(getattr(preprocessing, "resize", "bilinear"))
+        self.crop_pct = getattr(preprocessing, "crop_pct", None)
         self.random = bool(augment)  # whether the pipeline draws random numbers at all
         self.pipeline = build_transform(list(preprocessing.mean), list(preprocessing.std), augment)
 
     def decode(self, path: str | Path) -> np.ndarray:
-        return decode_image(path, self.size, self.channels)
+        return decode_image(path, self.size, self.channels, self.resize, self.crop_pct)
 
     def __call__(self, array: np.ndarray, seed: int | None = None) -> Any:
         """The pipeline on `array`; with `seed`, its random draws are a function of that seed alone.

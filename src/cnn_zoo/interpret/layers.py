@@ -36,11 +36,36 @@ def last_conv_output(net: nn.Module, convs: dict[str, nn.Module]) -> tuple[str, 
     return name, conv
 
 
+class NoSpatialLayer(CnnZooError):
+    """The network has no layer with a spatial output (a vision transformer): Grad-CAM does not apply."""
+
+
+def feature_stage(net: nn.Module) -> tuple[str, nn.Module] | None:
+    """A network's own choice (`gradcam_layer`, e.g. the deepest spatial stage of timm's `feature_info`), by its
+    name under `net`; None when it makes none. Raises `NoSpatialLayer` when it says no stage is spatial."""
+    inner = getattr(net, "net", None)
+    owner, prefix = (inner, "net.") if isinstance(inner, nn.Module) and hasattr(inner, "gradcam_layer") else (net, "")
+    if not hasattr(owner, "gradcam_layer"):
+        return None
+    spec = getattr(net, "spec", None)
+    size = list(spec.input_shape[1:]) if spec is not None else [224, 224]
+    found = owner.gradcam_layer(size)
+    if found is None:
+        raise NoSpatialLayer(
+            f"{getattr(owner, 'name', type(owner).__name__)} has no feature stage with a spatial output (tokens, as "
+            "a vision transformer's): Grad-CAM does not apply; integrated gradients over the pixels do"
+        )
+    return prefix + found[0], found[1]
+
+
 def find_layer(net: nn.Module, name: str | None) -> tuple[str, nn.Module]:
-    """`name` (any module), or the last convolution's output: Grad-CAM's usual layer (the most semantic, still
-    spatial)."""
+    """`name` (any module), or the network's deepest spatial feature stage (`feature_stage`), else the last
+    convolution's output: Grad-CAM's usual layer (the most semantic, still spatial)."""
     convs = conv_layers(net)
     if name is None or name == "":
+        stage = feature_stage(net)
+        if stage is not None:
+            return stage
         if not convs:
             raise CnnZooError(f"{type(net).__name__} has no convolution to explain")
         return last_conv_output(net, convs)

@@ -31,7 +31,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models.feature_cache import FeatureCache
 from cnn_zoo.models.layers import dense_stack, flat_size
-from cnn_zoo.models.weights import HEAD_NAMES, imagenet_state_dict, load_backbone_weights, read_state_dict
+from cnn_zoo.models.weights import (
+    HEAD_NAMES,
+    imagenet_file,
+    imagenet_state_dict,
+    imagenet_weights,
+    load_backbone_weights,
+    read_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +159,34 @@ class TransferNet(nn.Module):
         self.set_phase(self.mode == "finetune" and self.freeze_epochs == 0, announce=True)
 
     # ----------------------------------------------------------------- weights
+    @staticmethod
+    def weights_file(config: dict[str, Any]) -> Any:
+        """The file `load_pretrained` will read, located now (cnn_zoo.models.preprocessing: before any data)."""
+        if config.get("weights_path"):
+            from pathlib import Path
+
+            path = Path(str(config["weights_path"])).expanduser()
+            if not path.is_file():
+                raise CnnZooError(f"weights file not found: {path}; set model.net.weights_path to a state dict file")
+            return path
+        weights = config.get("weights", "imagenet")
+        return imagenet_file(str(config.get("arch", "vgg16")), weights) if weights else None
+
+    @staticmethod
+    def weights_preprocessing(config: dict[str, Any]) -> dict[str, Any] | None:
+        """What torchvision's ImageNet weights of `arch` expect (`weights.transforms()`); None for random weights."""
+        from cnn_zoo.models.backbone import torchvision_preprocessing
+
+        weights = config.get("weights", "imagenet")
+        if not weights and not config.get("weights_path"):
+            return None
+        arch = str(config.get("arch", "vgg16"))
+        try:
+            member = imagenet_weights(arch, weights or "imagenet")
+        except CnnZooError:
+            return None
+        return torchvision_preprocessing(member, f"torchvision {arch} {member}.transforms()")
+
     def checkpoint_config(self, net_config: dict[str, Any]) -> dict[str, Any]:
         """Pretrained weights end up in the state dict: a checkpoint rebuilds the net without fetching them again."""
         return {**net_config, "load_weights": False}
@@ -168,8 +203,8 @@ class TransferNet(nn.Module):
             load_backbone_weights(self.backbone, read_state_dict(weights_path), str(weights_path))
         elif weights:
             load_backbone_weights(self.backbone, imagenet_state_dict(self.arch, weights), f"torchvision {weights}")
-            if normalization not in (None, "imagenet"):
-                log.warning(
+            if normalization not in (None, "imagenet"):  # the one warning: cnn_zoo.models.preprocessing's
+                log.info(
                     "ImageNet weights expect ImageNet-normalised inputs: set data.normalization=imagenet (now %s)",
                     normalization,
                 )

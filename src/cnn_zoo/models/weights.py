@@ -32,7 +32,9 @@ IMAGENET_ALIAS = {"imagenet": "IMAGENET1K_V1"}
 # top-level names of classifiers in torchvision and timm models: keys under them are not the backbone's
 HEAD_NAMES = ("classifier", "fc", "head", "pre_logits", "avgpool", "global_pool", "last_linear")
 # prefixes a saved state dict may put before the backbone's own keys (ours, DDP's, common training scripts')
-PREFIXES = ("", "net.backbone.", "backbone.", "module.", "model.", "module.net.backbone.", "encoder.")
+PREFIXES = (
+    "", "net.backbone.", "backbone.", "module.", "model.", "module.net.backbone.", "encoder.", "net.body.", "body.",
+)
 
 
 def imagenet_weights(arch: str, weights: str) -> Any:
@@ -65,27 +67,23 @@ def download(url: str, destination: Path) -> None:
     torch.hub.download_url_to_file(url, str(destination), hash_prefix=match.group(1) if match else None)
 
 
+def imagenet_file(arch: str, weights: str = "imagenet") -> Path:
+    """torchvision's pretrained file for `arch`: from the hub cache, else downloaded into it (one line if not)."""
+    from cnn_zoo.models.hub import url_file
+
+    member = imagenet_weights(arch, weights)
+    return url_file(member.url, f"{arch} weights {member}")
+
+
 def imagenet_state_dict(arch: str, weights: str = "imagenet") -> dict[str, torch.Tensor]:
     """torchvision's pretrained state dict for `arch`: from the hub cache, else downloaded into it."""
-    member = imagenet_weights(arch, weights)
-    path = hub_cache_file(member.url)
-    if not path.is_file():
-        try:
-            log.info("downloading %s to %s", member.url, path)
-            download(member.url, path)
-        except Exception as err:  # offline: URLError, socket errors, HTTP errors, hash mismatch...
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
-            raise CnnZooError(
-                f"{arch} weights {member} are not in the torch hub cache and the download failed ({reason}): "
-                f"place {member.url} at {path} (or set TORCH_HOME to a folder whose hub/checkpoints/ holds it), "
-                "or pass model.net.weights_path=<state dict file>, or model.net.weights=null to train from random "
-                "weights (not transfer learning)"
-            ) from err
-    return read_state_dict(path)
+    return read_state_dict(imagenet_file(arch, weights))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a state dict file; a Lightning or training-script checkpoint's `state_dict` is unwrapped."""
+    if str(path).endswith(".safetensors"):
+        return read_safetensors(path)
     path, content = load_torch_file(path, "weights file", "set model.net.weights_path to a state dict file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(content, dict) and isinstance(content.get(key), dict):
@@ -94,6 +92,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(content, dict) or not any(isinstance(v, torch.Tensor) for v in content.values()):
         raise CnnZooError(f"{path} holds no state dict (a mapping of parameter names to tensors)")
     return {k: v for k, v in content.items() if isinstance(v, torch.Tensor)}
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a `.safetensors` file (the Hugging Face Hub's format), on the CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise CnnZooError(f"weights file not found: {file}; set model.net.weights_path to a state dict file")
+    try:
+        return load_file(str(file), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CnnZooError(f"cannot read weights file {file} as safetensors ({str(err).splitlines()[0]})") from err
 
 
 def is_head_key(key: str) -> bool:
@@ -115,8 +127,13 @@ def sample(keys: Any, count: int = 3) -> str:
     return ", ".join(keys[:count]) + (f" (+{len(keys) - count} more)" if len(keys) > count else "")
 
 
-def load_backbone_weights(backbone: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy the backbone's tensors out of `state`; missing, misshapen or stray keys are reported, not guessed."""
+def load_backbone_weights(
+    backbone: nn.Module, state: dict[str, torch.Tensor], source: str, head_keys: frozenset[str] = frozenset()
+) -> None:
+    """Copy the backbone's tensors out of `state`; missing, misshapen or stray keys are reported, not guessed.
+
+    `head_keys`: the keys of the classifier the backbone was cut from (ignored in `state`, as HEAD_NAMES are).
+    """
     own = backbone.state_dict()
     expected = {k for k in own if not k.endswith("num_batches_tracked")}
     prefix, found = match_keys(state, set(own))
@@ -141,7 +158,10 @@ def load_backbone_weights(backbone: nn.Module, state: dict[str, torch.Tensor], s
     stray = [
         k[len(prefix) :]
         for k in state
-        if k.startswith(prefix) and k[len(prefix) :] not in own and not is_head_key(k[len(prefix) :])
+        if k.startswith(prefix)
+        and k[len(prefix) :] not in own
+        and not is_head_key(k[len(prefix) :])
+        and k[len(prefix) :] not in head_keys
     ]
     if stray:
         raise CnnZooError(

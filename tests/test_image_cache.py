@@ -1,0 +1,312 @@
+"""The decoded-image cache on disk: reuse across runs, invalidation, atomic writes, ranks sharing it, a full disk;
+decode failures mid-run (`data.cache=none`); augmentation on the batch's device."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import multiprocessing
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+import cnn_zoo.data.transforms as transforms_module
+from cnn_zoo.config import to_plain
+from cnn_zoo.data.device_augment import DeviceAugmentation
+from cnn_zoo.data.image_folder import ImageFolderDataModule
+from cnn_zoo.data.transforms import augmentation_transforms, decode_image
+from cnn_zoo.errors import CnnZooError
+from tests.fixtures import make_image_folder
+from tests.fixtures_image_cache import write_truncatable_jpeg
+from tests.test_resume import assert_same_run, cli, kill_and_resume, pets_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def augmentation(name: str, **extra) -> dict:
+    return {**to_plain(OmegaConf.load(ROOT / "conf" / "augmentation" / f"{name}.yaml")), **extra}
+
+
+def datamodule(root: Path, cache_dir: Path, **kwargs) -> ImageFolderDataModule:
+    settings = {"data_dir": str(root.parent), "folder": root.name, "image_size": 16, "num_workers": 0, "cache": "disk"}
+    dm = ImageFolderDataModule(**{**settings, "cache_dir": str(cache_dir), **kwargs})
+    dm.setup("fit")
+    return dm
+
+
+def counting_decoder(seen: list[str]):
+    def counting(path, *args, **kwargs):
+        seen.append(str(path))
+        return decode_image(path, *args, **kwargs)
+
+    return counting
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """The paths decoded (`decode_image` calls), in this process."""
+    seen: list[str] = []
+    monkeypatch.setattr(transforms_module, "decode_image", counting_decoder(seen))
+    return seen
+
+
+def cache_files(cache_dir: Path, suffix: str) -> list[Path]:
+    return sorted((cache_dir / "decoded_images").glob(f"*{suffix}"))
+
+
+def test_second_run_maps_the_cache_and_decodes_nothing(tmp_path: Path, decodes: list[str], caplog) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6)
+    files = [p for p in root.rglob("*") if p.suffix in (".jpg", ".png", ".gif")]
+    first = datamodule(root, tmp_path / "cache")
+    assert first.cache_mode == "disk" and sorted(decodes) == sorted(map(str, files))  # every file once, corrupt too
+    assert len(cache_files(tmp_path / "cache", ".u8")) == 3  # train, val, test
+    decodes.clear()
+    with caplog.at_level(logging.INFO):
+        second = datamodule(root, tmp_path / "cache")
+    assert decodes == []
+    assert sum("mapped from the decoded cache" in r.getMessage() for r in caplog.records) == 3
+    assert [p for p, _ in second.skipped] == [root / "train" / "cats" / "corrupt.jpg"]  # still reported
+    memory = ImageFolderDataModule(data_dir=str(root.parent), folder="pets", image_size=16, num_workers=0,
+                                   cache="memory")  # fmt: skip
+    memory.setup("fit")
+    for name in ("train", "val", "test"):
+        disk_set, memory_set = second.datasets[name], memory.datasets[name]
+        assert disk_set.samples == memory_set.samples
+        for index in range(len(disk_set)):
+            assert np.array_equal(disk_set.cache[index], memory_set.cache[index])
+            assert torch.equal(disk_set[index][0], memory_set[index][0])
+
+
+def test_changed_added_and_removed_files_rebuild_the_cache_decoding_only_them(tmp_path: Path, decodes) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+    datamodule(root, tmp_path / "cache")
+    changed = root / "train" / "dogs" / "img_0002.jpg"
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(changed)
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime even on a coarse clock
+    added = root / "train" / "dogs" / "img_0100.png"
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(added)
+    (root / "train" / "cats" / "img_0001.png").unlink()
+    decodes.clear()
+    dm = datamodule(root, tmp_path / "cache")
+    assert sorted(decodes) == sorted([str(changed), str(added)])  # the 11 unchanged rows are copied
+    assert len(cache_files(tmp_path / "cache", ".u8")) == 3  # the old train cache was replaced, not kept
+    paths = [p for p, _ in dm.train_set.samples]
+    assert len(paths) == 12 and root / "train" / "cats" / "img_0001.png" not in paths
+    assert (dm.train_set.cache[paths.index(changed)] == 7).all()
+    assert (dm.train_set.cache[paths.index(added)] == 200).all()
+    reference = ImageFolderDataModule(data_dir=str(tmp_path), folder="pets", image_size=16, num_workers=0,
+                                      cache="memory")  # fmt: skip
+    reference.setup("fit")
+    assert all(np.array_equal(dm.train_set.cache[i], reference.train_set.cache[i]) for i in range(12))
+    decodes.clear()
+    datamodule(root, tmp_path / "cache", image_size=20)  # other decode settings: another cache, all decoded
+    assert len(decodes) == 12 + 6 + 6
+
+
+def test_an_interrupted_cache_write_is_never_used(tmp_path: Path, monkeypatch, decodes) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+
+    def interrupted(path, *args, **kwargs):
+        if len(decodes) == 5:
+            raise KeyboardInterrupt  # as Ctrl-C (or a kill) in the middle of the first split's decode
+        decodes.append(str(path))
+        return decode_image(path, *args, **kwargs)
+
+    monkeypatch.setattr(transforms_module, "decode_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        datamodule(root, tmp_path / "cache")
+    assert cache_files(tmp_path / "cache", ".u8") == [] and cache_files(tmp_path / "cache", ".json") == []
+    assert list((tmp_path / "cache" / "decoded_images").glob("*.tmp-*")) == []
+    monkeypatch.setattr(transforms_module, "decode_image", counting_decoder(decodes))
+    whole = datamodule(root, tmp_path / "cache")
+    # a writer killed outright leaves its temporary file, and a data file cut short beside its manifest
+    data = next((tmp_path / "cache" / "decoded_images").glob("train-*.u8"))
+    data.with_name(data.name + ".tmp-999999").write_bytes(b"\0" * 100)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    decodes.clear()
+    again = datamodule(root, tmp_path / "cache")
+    assert len(decodes) == 12  # train decoded again (val, test mapped), nothing read from the cut file
+    assert list((tmp_path / "cache" / "decoded_images").glob("*.tmp-*")) == []
+    for split in ("train", "val", "test"):
+        a, b = whole.datasets[split], again.datasets[split]
+        assert all(np.array_equal(a.cache[i], b.cache[i]) for i in range(len(a)))
+
+
+def build_in_a_process(root: str, cache_dir: str, barrier, results) -> None:
+    """One 'rank': set up the datamodule on the shared cache, report its decode count and cache files."""
+    seen: list[str] = []
+
+    def slow(path, *args, **kwargs):
+        seen.append(str(path))
+        time.sleep(0.02)  # the other process arrives while this one decodes
+        return decode_image(path, *args, **kwargs)
+
+    transforms_module.decode_image = slow
+    barrier.wait()
+    dm = datamodule(Path(root), Path(cache_dir))
+    results.put((os.getpid(), len(seen), str(dm.train_set.cache.path), int(dm.train_set.cache[3].sum())))
+
+
+def test_two_processes_decode_the_cache_once_and_map_the_same_file(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+    context = multiprocessing.get_context("fork")  # two ranks starting together, as DDP's or a sweep's
+    barrier, results = context.Barrier(2), context.Queue()
+    ranks = [context.Process(target=build_in_a_process, args=(str(root), str(tmp_path / "c"), barrier, results))
+             for _ in range(2)]  # fmt: skip
+    for rank in ranks:
+        rank.start()
+    reports = [results.get(timeout=120) for _ in ranks]
+    for rank in ranks:
+        rank.join(timeout=60)
+        assert rank.exitcode == 0
+    # each split decoded by one process while the other waited on its lock, then mapped it: every file once
+    assert sum(count for _, count, _, _ in reports) == 24
+    assert len({path for _, _, path, _ in reports}) == 1 and len({s for _, _, _, s in reports}) == 1
+
+
+def test_a_full_disk_falls_back_to_decoding_on_the_fly_with_one_warning(tmp_path: Path, monkeypatch, caplog) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with caplog.at_level(logging.WARNING):
+        dm = datamodule(root, tmp_path / "cache")
+    warnings = [r.getMessage() for r in caplog.records if "no room for the decoded-image cache" in r.getMessage()]
+    assert len(warnings) == 1 and "decoding on the fly" in warnings[0]
+    assert dm.cache_mode == "none" and dm.train_set.cache is None
+    assert cache_files(tmp_path / "cache", ".u8") == [] and cache_files(tmp_path / "cache", ".json") == []
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (12, 3, 16, 16) and len(y) == 12
+
+
+def test_auto_caches_in_memory_below_the_threshold_and_on_disk_above(tmp_path: Path) -> None:
+    make_image_folder(tmp_path / "pets", layout="folders", per_class=4, odd_files=False)
+    small = ImageFolderDataModule(data_dir=str(tmp_path), folder="pets", image_size=16, num_workers=0,
+                                  cache_dir=str(tmp_path / "c"))  # fmt: skip
+    small.setup("fit")
+    assert small.cache_mode == "memory" and isinstance(small.train_set.cache, np.ndarray)
+    large = ImageFolderDataModule(data_dir=str(tmp_path), folder="pets", image_size=16, num_workers=0,
+                                  cache_dir=str(tmp_path / "c"), memory_cache_gb=0)  # fmt: skip
+    large.setup("fit")
+    assert large.cache_mode == "disk" and not isinstance(large.train_set.cache, np.ndarray)
+    with pytest.raises(CnnZooError, match=r"data.cache must be one of \['auto', 'memory', 'disk', 'none'\]"):
+        ImageFolderDataModule(data_dir=str(tmp_path), cache="ram")
+
+
+# ---------------------------------------------------------------------- augmentation on the batch's device
+def test_device_augmentation_is_a_function_of_each_samples_seed() -> None:
+    pipeline = DeviceAugmentation(augmentation_transforms(augmentation("strong")), [0.5] * 3, [0.25] * 3)
+    x = torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8)
+    seeds = torch.tensor([11, 12, 13, 14, 15, 16])
+    out = pipeline(x, seeds)
+    assert out.shape == (6, 3, 24, 24) and out.dtype == torch.float32
+    assert torch.equal(pipeline(x, seeds), out)  # the same seeds: the same images
+    order = torch.tensor([5, 3, 1, 0, 2, 4])  # other batch companions and positions change nothing
+    assert torch.equal(pipeline(x[order], seeds[order]), out[order])
+    assert torch.equal(pipeline(x[2:3], seeds[2:3]), out[2:3])
+    other = pipeline(x, seeds + 100)
+    assert sum(not torch.equal(a, b) for a, b in zip(other, out, strict=True)) >= 4
+    plain = pipeline(x)  # no seeds (evaluation batches): normalised only
+    assert torch.allclose(plain, (x.float() / 255 - 0.5) / 0.25)
+
+
+def test_device_flip_and_identity_affine_match_the_cpu_pipeline(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=4, odd_files=False)
+    flip = augmentation("flip", device="accelerator")
+    flip["transforms"][0]["p"] = 1.0
+    affine = {"_target_": "albumentations.Affine", "rotate": [90, 90], "p": 1.0}  # exact on a square image
+    flip["transforms"].append(affine)
+    dm = datamodule(root, tmp_path / "c", augmentation=flip, cache="memory")
+    dm.trainer = None
+    x, y, seeds = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.uint8 and x.shape == (8, 3, 16, 16) and seeds.dtype == torch.int64
+    batch = dm.on_after_batch_transfer([x, y, seeds], 0)
+    expected = torch.rot90(torch.flip(x.float() / 255, dims=[-1]), 1, dims=(2, 3))
+    assert torch.allclose(batch[0], expected, atol=1e-5) and torch.equal(batch[1], y)
+    vx, _ = next(iter(dm.val_dataloader()))  # evaluation batches: normalised on the CPU, as evaluate/predict need
+    assert vx.dtype == torch.float32 and torch.equal(vx[0], dm.val_set[0][0])
+
+
+def test_device_augmented_epochs_are_the_same_with_any_worker_count(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+    batches = []
+    for workers in (0, 2):
+        dm = datamodule(root, tmp_path / "c", augmentation=augmentation("strong", device="accelerator"),
+                        num_workers=workers, batch_size=5)  # fmt: skip
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(1)
+        batches.append([dm.on_after_batch_transfer(b, 0)[0] for b in loader])
+    assert len(batches[0]) == 3 and all(torch.equal(a, b) for a, b in zip(*batches, strict=True))
+
+
+def test_device_augmentation_refuses_a_transform_it_has_no_version_of(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=2, odd_files=False)
+    config = {"device": "accelerator", "transforms": [{"_target_": "albumentations.CLAHE"}]}
+    with pytest.raises(CnnZooError, match=r"no device version of albumentations.CLAHE; supported: HorizontalFlip"):
+        datamodule(root, tmp_path / "c", augmentation=config)
+    with pytest.raises(CnnZooError, match=r"augmentation.device must be one of \['cpu', 'accelerator', 'auto'\]"):
+        datamodule(root, tmp_path / "c", augmentation={"device": "gpu", "transforms": []})
+
+
+# ---------------------------------------------------------------------- runs through the command line
+def test_run_with_disk_cache_and_device_augmentation_resumes_exactly(tmp_path: Path) -> None:
+    data_dir, args = pets_run(
+        tmp_path,
+        "data.batch_size=4",
+        "data.cache=disk",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "augmentation=flip_rotate_zoom",
+        "augmentation.device=accelerator",
+        "model=small_cnn",
+        "model.net.filters=[4,8]",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+    )
+    # 16 training images, 4 steps per epoch; killed at step 7 (two workers), resumed after the step-6 checkpoint
+    whole, killed = kill_and_resume(data_dir, tmp_path, args, kill_at=7, killed_args=("data.num_workers=2",))
+    assert_same_run(whole, killed)
+    log = (killed / "train.log").read_text()
+    assert "resuming mid-epoch 1 after its first 2 batches" in log
+    assert "decoding train images into the cache" not in log  # the uninterrupted run decoded it; these mapped it
+    assert log.count("mapped from the decoded cache") >= 3
+
+
+def truncating_run(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    data_dir, args = pets_run(tmp_path, "data.batch_size=4", "data.cache=none", "model=small_cnn",
+                              "model.net.filters=[4,8]", "trainer.max_epochs=1", "test=false", *extra)  # fmt: skip
+    victim = data_dir / "pets" / "train" / "dogs" / "img_0002.jpg"
+    write_truncatable_jpeg(victim)
+    run = tmp_path / "run"
+    callback = [
+        "+callbacks.truncate._target_=tests.fixtures_image_cache.TruncateAtStart",
+        f"+callbacks.truncate.path={victim}",
+    ]
+    args = [a for a in args if not a.startswith("+callbacks.self_kill")]
+    return cli(data_dir, *args, *callback, f"hydra.run.dir={run}"), run
+
+
+def test_a_jpeg_truncated_after_setup_is_skipped_and_counted(tmp_path: Path) -> None:
+    result, run = truncating_run(
+        tmp_path, "data.num_workers=2", "data.max_skipped_share=0.1"
+    )  # flagged in a worker, counted in the trainer
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["data/skipped_images"] == 1.0
+    log = (run / "train.log").read_text()
+    assert "skipped 1 image(s) that failed to decode this epoch" in log and "img_0002.jpg" in log
+
+
+def test_more_skips_than_the_share_allowed_stop_the_run_with_one_line(tmp_path: Path) -> None:
+    result, run = truncating_run(tmp_path, "data.max_skipped_share=0.05")  # 1 of 16 is over 5 %
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: 1 of 16 images of the train split failed to decode during the run")
+    assert "img_0002.jpg" in lines[-1] and "data.max_skipped_share=0.05" in lines[-1]
