@@ -22,6 +22,7 @@ from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
+from cnn_zoo.mixing import mixing_config
 from cnn_zoo.options import check_data_options
 from cnn_zoo.profiling import NoProfiler
 
@@ -63,11 +64,14 @@ def build_classifier(cfg: DictConfig, data: DataSpec | dict[str, Any]) -> Classi
         tta=to_plain(cfg.get("tta")) or None,
         class_weights=to_plain(cfg.model.get("class_weights")),
         channels_last=bool(cfg.model.get("channels_last", False)),
+        label_smoothing=float((cfg.model.get("loss") or {}).get("label_smoothing") or 0.0),
+        mixing=mixing_config(to_plain(cfg.get("augmentation"))),
     )
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks = [c for c in callbacks if c is not None]  # a switch left off (cnn_zoo.optional_callbacks)
     callbacks += [*extra_callbacks, ResumeCollection()]  # not a config choice: how a command's start-up ends
     loggers = [instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
