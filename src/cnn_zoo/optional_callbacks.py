@@ -10,8 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 from cnn_zoo.errors import CnnZooError
+
+
+class AveragedWeights(EMAWeightAveraging):
+    """`EMAWeightAveraging` whose checkpoint loading outside `fit` leaves the model with the checkpoint's weights.
+
+    Lightning's callback keeps its averaged model after `fit`; a `trainer.test(ckpt_path=best)` then calls its
+    `on_load_checkpoint`, which loads the raw `current_model_state` over the averaged `state_dict` Lightning has
+    just loaded: the test after fitting would measure the raw weights, not those the best checkpoint was chosen by.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 def ema(
@@ -27,9 +42,7 @@ def ema(
         return None
     if not isinstance(decay, int | float) or isinstance(decay, bool) or not 0.0 < float(decay) < 1.0:
         raise CnnZooError(f"callbacks.ema.decay must be in (0, 1) (null: off), got {decay!r}")
-    from lightning.pytorch.callbacks import EMAWeightAveraging
-
-    return EMAWeightAveraging(
+    return AveragedWeights(
         decay=float(decay), update_starting_at_step=update_starting_at_step, update_every_n_steps=update_every_n_steps
     )
 
