@@ -54,6 +54,7 @@ def recipe_row(experiment: str, epochs: int, budget_s: float, out: Path, extra: 
     started = time.perf_counter()
     metrics, timer = run_experiment([*overrides, *RECIPE, *extra], run_dir, budget_s=budget_s, verbose=True)
     baseline, baseline_epochs, baseline_tta = BASELINES[experiment]
+    accuracy = metrics.get("test/acc") or 0.0
     return {
         "experiment": experiment,
         "epochs (max)": f"{len(timer.durations)} ({epochs})",
@@ -61,7 +62,7 @@ def recipe_row(experiment: str, epochs: int, budget_s: float, out: Path, extra: 
         "test acc": metrics.get("test/acc"),
         "test acc TTA": metrics.get("test/acc_tta"),
         "without the recipe": f"{baseline:.3f} / TTA {baseline_tta:.3f} at {baseline_epochs} epochs",
-        "above": "n/a (limited run)" if limited(extra) else "yes" if (metrics.get("test/acc") or 0) > baseline else "no",
+        "above": "n/a (limited run)" if limited(extra) else ("yes" if accuracy > baseline else "no"),
         "total min": (time.perf_counter() - started) / 60,
         "run": str(run_dir),
     }
