@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -261,3 +263,13 @@ def test_compile_and_eager_checkpoints_load_in_each_others_runs(compose_cfg, mni
 def test_bad_compile_value_is_one_line(compose_cfg, mnist_root: Path) -> None:
     with pytest.raises(CnnZooError, match="compile must be true, false or a torch.compile mode .*got 'fastest'"):
         train(compose_cfg(*mnist_overrides(mnist_root, "compile=fastest")))
+
+
+def test_every_switch_is_in_trains_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_zoo.train", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    keys = ["lr_find:", "lr_finder:", "compile:", "print_config:", "label_smoothing:", "mixup_alpha:", "cutmix_alpha:"]
+    keys += ["accumulate_grad_batches:", "ema:", "accumulate_schedule:", "train: true"]
+    assert [key for key in keys if key not in result.stdout] == []
