@@ -273,3 +273,15 @@ def test_every_switch_is_in_trains_help() -> None:
     keys = ["lr_find:", "lr_finder:", "compile:", "print_config:", "label_smoothing:", "mixup_alpha:", "cutmix_alpha:"]
     keys += ["accumulate_grad_batches:", "ema:", "accumulate_schedule:", "train: true"]
     assert [key for key in keys if key not in result.stdout] == []
+
+
+def test_run_with_gradient_accumulation_killed_mid_epoch_resumes_to_identical_metrics(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    """2 batches a step, 4 steps an epoch, last.ckpt every 2 steps; killed before step 7: the newest checkpoint is
+    the one after step 6 (epoch 1, 4 batches), not one taken inside the accumulation window after it."""
+    every = "callbacks.last_checkpoint.every_n_train_steps=2"
+    args = [*MNIST, *QUIET, "trainer.max_epochs=3", "logger=none", every, "trainer.accumulate_grad_batches=2"]
+    whole, killed = kill_and_resume(mnist_root, tmp_path, args, kill_at=7)
+    assert_same_run(whole, killed)
+    assert "resuming mid-epoch 1 after its first 4 batches" in (killed / "train.log").read_text()
