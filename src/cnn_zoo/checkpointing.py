@@ -73,7 +73,10 @@ class LatestCheckpoint(ModelCheckpoint):
         save_checkpoint_now(self, trainer, self.last_model_path)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
-        if self.every_steps and trainer.global_step % self.every_steps == 0:
+        # with gradient accumulation the step count stays for the batches of a window: save once, right after the
+        # optimizer step (a checkpoint inside the window would lose the gradients accumulated so far)
+        step = trainer.global_step
+        if self.every_steps and step % self.every_steps == 0 and step != self._last_global_step_saved:
             self.save_latest(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

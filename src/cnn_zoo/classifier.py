@@ -21,10 +21,12 @@ from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.epoch_tally import EpochTally
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.lightning_compat import HOOK_NAME_ATTRIBUTE, ddp_find_unused_parameters
+from cnn_zoo.mixing import BatchMixing, check_label_smoothing, check_mixing, soft_target_loss
 from cnn_zoo.models import build_net
 from cnn_zoo.models.interfaces import PretrainedNet, ScheduledNet
 from cnn_zoo.options import check_model_options
 from cnn_zoo.tta import TestTimeAugmentation
+from cnn_zoo.warmup import split_warmup, warmup_scheduler
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
@@ -75,6 +77,8 @@ class Classifier(L.LightningModule):
         tta: dict[str, Any] | None = None,
         class_weights: str | list[float] | None = None,
         channels_last: bool = False,
+        label_smoothing: float = 0.0,
+        mixing: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.spec = data if isinstance(data, DataSpec) else DataSpec.from_dict(data)
@@ -89,6 +93,9 @@ class Classifier(L.LightningModule):
         if isinstance(self.net, PretrainedNet):
             self.hparams["net"] = self.net.checkpoint_config(net)
         self.tta = TestTimeAugmentation(**(tta or {}))
+        self.label_smoothing = check_label_smoothing(label_smoothing)  # training loss only: val/test losses stay plain
+        check_mixing(mixing, self.spec.kind)
+        self.mixing = BatchMixing(self.num_classes, **mixing) if mixing else None  # training batches only
         weights = class_weight_tensor(class_weights, self.spec)
         self.register_buffer("class_weights", weights, persistent=False)
         train_metrics = make_metrics(self.num_classes, with_auroc=False, validate_args=False)
@@ -145,10 +152,21 @@ class Classifier(L.LightningModule):
         """What the training metrics take: P(class 1) for binary, the class index otherwise (as they would compute)."""
         return torch.sigmoid(logits.detach().float().squeeze(1)) if self.binary else logits.detach().argmax(dim=1)
 
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """A training batch's logits and loss: mixed (mixup/cutmix) and smoothed targets here, hard labels elsewhere."""
+        if self.mixing is None and not self.label_smoothing:
+            logits = self(x)
+            return logits, self.loss(logits, y)
+        if self.mixing is not None:
+            x, target = self.mixing(x, y)
+        else:
+            target = F.one_hot(y, self.num_classes).float()
+        logits = self(x)
+        return logits, soft_target_loss(logits, target, self.binary, self.class_weights, self.label_smoothing)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
-        logits = self(x)
-        loss = self.loss(logits, y)
+        logits, loss = self.training_loss(x, y)
         self.train_tally.add(loss, self.predictions(logits), y)
         if self.is_logging_step():
             self.log("train/loss_step", loss, prog_bar=True, batch_size=y.shape[0])
@@ -258,9 +276,12 @@ class Classifier(L.LightningModule):
             raise CnnZooError(f"cannot build the optimizer from {self.hparams.optimizer}: {err}") from err
         if not self.hparams.scheduler:
             return optimizer
-        config = dict(self.hparams.scheduler)
+        config, warmup_epochs, start_factor = split_warmup(dict(self.hparams.scheduler))
         try:
             scheduler = hydra.utils.instantiate(config.pop("scheduler"))(optimizer)
         except Exception as err:
             raise CnnZooError(f"cannot build the scheduler from {self.hparams.scheduler}: {err}") from err
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **config}}
+        main = {"scheduler": scheduler, **config}
+        if not warmup_epochs:
+            return {"optimizer": optimizer, "lr_scheduler": main}
+        return [optimizer], [warmup_scheduler(optimizer, warmup_epochs, start_factor), main]

@@ -23,6 +23,7 @@ from cnn_zoo.data.skipped import SkippedImages
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
+from cnn_zoo.mixing import mixing_config
 from cnn_zoo.options import check_data_options
 from cnn_zoo.profiling import NoProfiler
 from cnn_zoo.tracking import prepare_loggers
@@ -69,11 +70,14 @@ def build_classifier(cfg: DictConfig, data: DataSpec) -> Classifier:
         tta=to_plain(cfg.get("tta")) or None,
         class_weights=to_plain(cfg.model.get("class_weights")),
         channels_last=bool(cfg.model.get("channels_last", False)),
+        label_smoothing=float((cfg.model.get("loss") or {}).get("label_smoothing") or 0.0),
+        mixing=mixing_config(to_plain(cfg.get("augmentation"))),
     )
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = [instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks = [c for c in callbacks if c is not None]  # a switch left off (cnn_zoo.optional_callbacks)
     callbacks += [*extra_callbacks, *pruning_callbacks(cfg), ResumeCollection(), SkippedImages()]  # not config choices
     loggers = prepare_loggers([instantiate(c, "logger") for c in (cfg.get("logger") or {}).values() if c], cfg)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

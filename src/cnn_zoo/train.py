@@ -37,6 +37,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     performance.expect_loader_workers(int(cfg.data.get("num_workers") or 0))  # before torch loads: OpenMP's waiting
     import lightning as L
 
+    from cnn_zoo import switches
     from cnn_zoo.checkpointing import resume_checkpoint
     from cnn_zoo.inspection import log_run_hparams
     from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
@@ -44,6 +45,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     tidy_output()
     check_trainer_config(cfg.trainer)
+    switches.check_switches(cfg)
+    if (cfg.get("extras") or {}).get("print_config"):
+        switches.print_config_tree(cfg)  # on rank zero only
     # the command's CPU settings: in train.log only (conf/hydra/default.yaml sends this logger to the file)
     cpu_log.info("%s", performance.openmp_choice)
     cpu_log.info("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
@@ -52,16 +56,27 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    model = build_classifier(cfg, datamodule.spec)
+    training = bool(cfg.get("train", True))
+    if training:
+        model = build_classifier(cfg, datamodule.spec)
+    else:  # train=false: the checkpoint's own classifier, tested below
+        model = switches.tested_checkpoint_model(ckpt_path, cfg, datamodule.spec.class_names)
+    switches.compile_network(model, cfg.get("compile"))
     trainer = build_trainer(cfg, extra_callbacks)
     if trainer.is_global_zero:
         write_json(cfg.paths.output_dir, "data.json", datamodule.spec.to_dict())  # as checkpoints hold it
         datamodule.save_artifacts(Path(cfg.paths.output_dir))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics: dict[str, Any] = dict(trainer.callback_metrics)
+    metrics: dict[str, Any] = {}
+    if training:
+        if cfg.get("lr_find") and ckpt_path:
+            log.info("lr_find: skipped, the run resumes from %s with its optimizer's learning rate", ckpt_path)
+        elif cfg.get("lr_find"):
+            metrics.update(switches.find_learning_rate(trainer, model, datamodule, cfg.lr_finder, cfg.paths.output_dir))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics.update(trainer.callback_metrics)
     if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
+        best = trainer.checkpoint_callback.best_model_path if training and trainer.checkpoint_callback else ""
+        if training and not best:
             log.warning("no best checkpoint was saved; testing the weights at the end of training")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(trainer.callback_metrics)

@@ -26,6 +26,7 @@ from albumentations.pytorch import ToTensorV2  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 from cnn_zoo.errors import CnnZooError  # noqa: E402
+from cnn_zoo.mixing import MIXING_KEYS  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -159,10 +160,11 @@ def augmentation_transforms(augmentation: dict[str, Any] | None) -> list[A.Basic
     """The training-only transforms of an `augmentation` config group (`transforms: [...]`; null = none)."""
     if not augmentation:
         return []
-    unknown = set(augmentation) - {"transforms", "device"}  # device: cnn_zoo.data.device_augment
-    if unknown:
+    unknown = set(augmentation) - {"transforms", "device", *MIXING_KEYS}  # device: data/device_augment.py;
+    if unknown:  # the batch-mixing keys: the classifier's
         raise CnnZooError(
-            f"augmentation config accepts only a 'transforms' list (and 'device'), got keys {sorted(unknown)}"
+            f"augmentation config accepts only a 'transforms' list, 'device' and {', '.join(MIXING_KEYS)}, got keys "
+            f"{sorted(unknown)}"
         )
     entries = augmentation.get("transforms") or []
     if not isinstance(entries, list):
