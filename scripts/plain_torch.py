@@ -13,7 +13,7 @@ Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end
 from __future__ import annotations
 
 # isort: off
-from cnn_zoo import performance  # no torch at the top: main() makes train's OpenMP choice before torch loads
+from cnn_zoo import memory, performance  # no torch at the top: main() makes train's OpenMP choice before torch loads
 # isort: on
 import argparse
 import contextlib
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="cnn_zoo config overrides (the data, model and optimizer)")
     args = parser.parse_args()
     performance.set_openmp_defaults()  # as train's entry point does
+    memory.keep_freed_memory()
 
     from cnn_zoo.config import compose_train_config
 

@@ -59,6 +59,8 @@ def test_epochs_are_counted_from_one_in_the_log_and_the_checkpoint_names(mnist_r
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / "run" / "train.log").read_text()
     assert "epoch 1/2 " in log and "epoch 2/2 " in log and "epoch 0/" not in log
+    # the entry point's CPU settings, in the log file only (the console's are checked above)
+    assert "OpenMP waiting: " in log and "memory: freed blocks up to 32 MB kept for reuse" in log
     best = [p.name for p in (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")]
     assert best and all(name in ("epoch_001.ckpt", "epoch_002.ckpt") for name in best)
 

@@ -18,7 +18,7 @@ import hydra
 from hydra.errors import CompactHydraException, MissingConfigException
 from omegaconf import DictConfig
 
-from cnn_zoo import performance, startup_gc
+from cnn_zoo import memory, performance, startup_gc
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.errors import CnnZooError, one_line, user_errors
 from cnn_zoo.run_logging import tidy_output
@@ -90,6 +90,7 @@ def entry_point(task: Callable[[DictConfig], Any] | str, config_name: str) -> Ca
 
     def main() -> Any:
         performance.set_openmp_defaults()  # the command's CPU settings, before torch loads (never at import)
+        memory.keep_freed_memory()
         return hydra_command(run)
 
     return main

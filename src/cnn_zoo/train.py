@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cnn_zoo import performance
+from cnn_zoo import memory, performance
 from cnn_zoo.cli import hydra_command
 from cnn_zoo.config import CONFIG_DIR
 from cnn_zoo.config_checks import check_trainer_config
@@ -51,6 +51,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     # the command's CPU settings: in train.log only (conf/hydra/default.yaml sends this logger to the file)
     cpu_log.info("%s", performance.openmp_choice)
     cpu_log.info("%s", performance.flush_denormals(bool(cfg.get("flush_denormal", True))))
+    cpu_log.info("%s", memory.memory_status())
     if (cuda_check := performance.cuda_check_by_runtime_without_devices()) is not None:
         cpu_log.info("%s", cuda_check)
     ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)  # checked before Lightning reads it
@@ -120,6 +121,7 @@ def main() -> float | None:
 
     OpenMP's waiting is chosen here, before anything loads torch (`performance.set_openmp_defaults`)."""
     performance.set_openmp_defaults()
+    memory.keep_freed_memory()
     with user_errors():
         sys.argv[1:] = resume_arguments(sys.argv[1:])
     return hydra_command(run)
