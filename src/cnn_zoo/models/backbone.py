@@ -33,7 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models.feature_cache import FeatureCache
-from cnn_zoo.models.transfer import BATCHNORM, MODES, count
+from cnn_zoo.models.transfer import BATCHNORM, MODES, PhasedFineTuning
 from cnn_zoo.models.weights import imagenet_weights, load_backbone_weights, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def parameter_groups_of(body: nn.Module, source: str) -> list[list[str]]:
 
 
 # ----------------------------------------------------------------------------- the network
-class BackboneNet(nn.Module):
+class BackboneNet(PhasedFineTuning, nn.Module):
     """Any timm / torchvision classifier's body + a new linear head, frozen or fine-tuned by parameter groups.
 
     Implements `ScheduledNet`, `PretrainedNet` and `ExportableNet` (cnn_zoo.models.interfaces), and
@@ -342,30 +342,15 @@ class BackboneNet(nn.Module):
                     chosen.add(name)
         return chosen
 
-    def on_train_epoch_start(self, epoch: int) -> None:
-        """The phase of `epoch`: frozen before `freeze_epochs`, then fine-tuning (idempotent: resumes are right)."""
-        self.set_phase(self.mode == "finetune" and epoch >= self.freeze_epochs)
+    def pretrained_body(self) -> nn.Module:
+        return self.body
 
-    def set_phase(self, unfrozen: bool, announce: bool = False) -> None:
-        changed = unfrozen != self.unfrozen
-        self.unfrozen = unfrozen
-        for name, param in self.body.named_parameters():
-            param.requires_grad_(unfrozen and name in self.schedulable)
-        if unfrozen and self.cache is not None:
-            self.cache.clear()  # the body's weights now change: its old outputs are stale
-        self.train(self.training)
-        if changed or announce:
-            trainable = count(p for p in self.parameters() if p.requires_grad)
-            log.info(
-                "%s backbone (%s) %s: %s trainable, %s frozen parameters (%d groups, top %d trainable)",
-                self.name,
-                self.source,
-                "fine-tuning" if unfrozen else "frozen",
-                f"{trainable:,}",
-                f"{count(self.parameters()) - trainable:,}",
-                len(self.groups),
-                (len(self.groups) - self.first_unfrozen) if unfrozen else 0,
-            )
+    def backbone_label(self) -> str:
+        return self.name
+
+    def phase_details(self, unfrozen: bool) -> str:
+        trained = (len(self.groups) - self.first_unfrozen) if unfrozen else 0
+        return f" ({len(self.groups)} groups, top {trained} trainable)"
 
     def train(self, mode: bool = True) -> BackboneNet:
         """Train mode for the head and what trains now: a module whose parameters are all frozen (with what it
@@ -403,19 +388,6 @@ class BackboneNet(nn.Module):
             if params:
                 groups.append({"params": params, "lr": lr * scale, "name": f"backbone.{index}"})
         return groups
-
-    def prepare_distributed(self, find_unused_parameters: bool) -> None:
-        """Before DDP wraps the net: it keeps in sync only the parameters that require grad at that moment."""
-        if not self.schedulable:
-            return
-        if self.freeze_epochs > 0 and not find_unused_parameters:
-            raise CnnZooError(
-                "fine-tuning after frozen epochs under DDP needs trainer.strategy.find_unused_parameters=true "
-                "(the body gets no gradients while frozen); the finetune model configs set "
-                "model.ddp_find_unused_parameters=true, which conf/trainer/ddp*.yaml read"
-            )
-        for name, param in self.body.named_parameters():
-            param.requires_grad_(name in self.schedulable)
 
     # ----------------------------------------------------------------- explain
     def gradcam_layer(self, input_size: list[int] | tuple[int, ...]) -> tuple[str, nn.Module] | None:

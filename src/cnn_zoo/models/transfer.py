@@ -100,7 +100,81 @@ def count(params: Any) -> int:
     return sum(p.numel() for p in params)
 
 
-class TransferNet(nn.Module):
+class PhasedFineTuning:
+    """The frozen-then-fine-tuned schedule shared by the transfer networks (`TransferNet`, `BackboneNet`).
+
+    A network keeps `mode`, `freeze_epochs`, `unfrozen`, `schedulable` (the body's parameter names that ever
+    train), `cache` and `source`, and says which module is the pretrained body and how it is named in the log.
+    """
+
+    mode: str
+    freeze_epochs: int
+    unfrozen: bool
+    schedulable: set[str]
+    cache: FeatureCache | None
+    source: str
+
+    def pretrained_body(self) -> nn.Module:
+        raise NotImplementedError
+
+    def backbone_label(self) -> str:
+        raise NotImplementedError
+
+    def phase_details(self, unfrozen: bool) -> str:
+        """More words for the phase's log line (what part of the body trains)."""
+        return ""
+
+    @contextmanager
+    def gradients_through(self) -> Iterator[None]:
+        """Autograd through the body, no feature cache, inside the block (Grad-CAM, saliency); the phase
+        (which parameters train) is left as it is (`BackboneWithoutGradients`)."""
+        saved = self.unfrozen
+        self.unfrozen = True  # `features`: the body with autograd, no cache
+        try:
+            yield
+        finally:
+            self.unfrozen = saved
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """The phase of `epoch`: frozen before `freeze_epochs`, then fine-tuning (idempotent, so resumes are right)."""
+        self.set_phase(self.mode == "finetune" and epoch >= self.freeze_epochs)
+
+    def set_phase(self, unfrozen: bool, announce: bool = False) -> None:
+        changed = unfrozen != self.unfrozen
+        self.unfrozen = unfrozen
+        for name, param in self.pretrained_body().named_parameters():
+            param.requires_grad_(unfrozen and name in self.schedulable)
+        if unfrozen and self.cache is not None:
+            self.cache.clear()  # the body's weights now change: its old outputs are stale
+        self.train(self.training)  # type: ignore[attr-defined]
+        if changed or announce:
+            params = list(self.parameters())  # type: ignore[attr-defined]
+            trainable = count(p for p in params if p.requires_grad)
+            log.info(
+                "%s backbone (%s) %s: %s trainable, %s frozen parameters%s",
+                self.backbone_label(),
+                self.source,
+                "fine-tuning" if unfrozen else "frozen",
+                f"{trainable:,}",
+                f"{count(params) - trainable:,}",
+                self.phase_details(unfrozen),
+            )
+
+    def prepare_distributed(self, find_unused_parameters: bool) -> None:
+        """Before DDP wraps the net: it keeps in sync only the parameters that require grad at that moment."""
+        if not self.schedulable:
+            return
+        if self.freeze_epochs > 0 and not find_unused_parameters:
+            raise CnnZooError(
+                "fine-tuning after frozen epochs under DDP needs trainer.strategy.find_unused_parameters=true "
+                "(the backbone gets no gradients while frozen); the finetune model configs set "
+                "model.ddp_find_unused_parameters=true, which conf/trainer/ddp*.yaml read"
+            )
+        for name, param in self.pretrained_body().named_parameters():
+            param.requires_grad_(name in self.schedulable)
+
+
+class TransferNet(PhasedFineTuning, nn.Module):
     """Pretrained backbone + new head, frozen or fine-tuned on a schedule (see the module's docstring).
 
     Implements `ScheduledNet`, `PretrainedNet` and `ExportableNet` (cnn_zoo.models.interfaces).
@@ -243,28 +317,11 @@ class TransferNet(nn.Module):
         self.first_unfrozen = first
         return chosen
 
-    def on_train_epoch_start(self, epoch: int) -> None:
-        """The phase of `epoch`: frozen before `freeze_epochs`, then fine-tuning (idempotent, so resumes are right)."""
-        self.set_phase(self.mode == "finetune" and epoch >= self.freeze_epochs)
+    def pretrained_body(self) -> nn.Module:
+        return self.backbone
 
-    def set_phase(self, unfrozen: bool, announce: bool = False) -> None:
-        changed = unfrozen != self.unfrozen
-        self.unfrozen = unfrozen
-        for name, param in self.backbone.named_parameters():
-            param.requires_grad_(unfrozen and name in self.schedulable)
-        if unfrozen and self.cache is not None:
-            self.cache.clear()  # the backbone's weights now change: its old outputs are stale
-        self.train(self.training)
-        if changed or announce:
-            trainable = count(p for p in self.parameters() if p.requires_grad)
-            log.info(
-                "%s backbone (%s) %s: %s trainable, %s frozen parameters",
-                self.arch,
-                self.source,
-                "fine-tuning" if unfrozen else "frozen",
-                f"{trainable:,}",
-                f"{count(self.parameters()) - trainable:,}",
-            )
+    def backbone_label(self) -> str:
+        return self.arch
 
     def train(self, mode: bool = True) -> TransferNet:
         """Train mode for the head and the unfrozen blocks only: frozen layers (and frozen BatchNorm) stay in eval."""
@@ -289,20 +346,6 @@ class TransferNet(nn.Module):
             groups.append({"params": backbone, "lr": lr * self.backbone_lr_scale, "name": "backbone"})
         return groups
 
-    def prepare_distributed(self, find_unused_parameters: bool) -> None:
-        """Before DDP wraps the net: it keeps in sync only the parameters that require grad at that moment."""
-        if not self.schedulable:
-            return
-        if self.freeze_epochs > 0 and not find_unused_parameters:
-            raise CnnZooError(
-                "fine-tuning after frozen epochs under DDP needs trainer.strategy.find_unused_parameters=true "
-                "(the backbone gets no gradients while frozen); the finetune model configs set "
-                "model.ddp_find_unused_parameters=true, which conf/trainer/ddp*.yaml read"
-            )
-        for name, param in self.backbone.named_parameters():
-            param.requires_grad_(name in self.schedulable)
-
-    # ----------------------------------------------------------------- forward
     def forget_features(self, *_: Any) -> None:
         """New weights (a checkpoint loaded into this net) make the cached features stale."""
         if self.cache is not None:
@@ -322,13 +365,3 @@ class TransferNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
 
-    @contextmanager
-    def gradients_through(self) -> Iterator[None]:
-        """Autograd through the backbone, no feature cache, inside the block (Grad-CAM, saliency); the phase
-        (which parameters train) is left as it is."""
-        saved = self.unfrozen
-        self.unfrozen = True  # `features`: the backbone with autograd, no cache
-        try:
-            yield
-        finally:
-            self.unfrozen = saved
