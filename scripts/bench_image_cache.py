@@ -261,7 +261,7 @@ def main() -> None:
 
 
 def report(out: Path, results: dict[str, Any]) -> None:
-    from cnn_zoo.benchmark import machine
+    from bench_common import machine
 
     lines = [f"Machine: {machine()}; other agents were loading its 2 cores during the runs.", ""]
     lines += ["| photos | cache | first step (s) | peak RSS (MB) | of it anonymous (MB) | train img/s |",

@@ -135,8 +135,8 @@ def main() -> None:
         print("ROW " + json.dumps(row), flush=True)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_common import markdown_table, write_report
     from bench_transfer_speed import subset
-    from cnn_zoo.benchmark import markdown_table, write_report
 
     source = Path(os.environ.get("CNN_ZOO_DATA_DIR", "data")) / "cats_and_dogs_small"
     rows = []
