@@ -40,6 +40,7 @@ RECIPES = {
         "augmentation.mixup_alpha=0.2",
         "augmentation.mixup_prob=0.5",
         "callbacks.ema.decay=0.999",
+        "callbacks.ema.update_starting_at_step=315",  # after the 5 warmup epochs of 63 steps
         "scheduler.warmup_epochs=5",
         *COMMON,
     ],
@@ -48,6 +49,7 @@ RECIPES = {
         "augmentation.cutmix_alpha=1.0",
         "augmentation.mixup_prob=0.8",
         "callbacks.ema.decay=0.998",
+        "callbacks.ema.update_starting_at_step=189",  # after the 3 warmup epochs of 63 steps
         "scheduler.warmup_epochs=3",
         *COMMON,
     ],
