@@ -93,3 +93,31 @@ def test_reproduce_runs_the_chosen_experiments_with_their_targets_and_per_experi
     assert table.startswith("| experiment | notes | ours | target | met | best val acc |")
     wrong = run_script("reproduce.py", ["--only", "mnist_cnn", "--max-epochs", "1", "2"], mnist_root, tmp_path)
     assert wrong.returncode == 2 and "--max-epochs takes one value, or one per experiment (1), got 2" in wrong.stderr
+
+
+def test_every_script_imports_its_helpers_from_where_they_live(tmp_path: Path) -> None:
+    """A script importing a module that moved (cnn_zoo.benchmark -> scripts/bench_common.py) fails here, not in a
+    benchmark sitting hours later: each script is imported as `python scripts/<name>.py` would (scripts/ first on
+    the path), without running its main()."""
+    scripts = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
+    probe = (
+        "import importlib, sys, traceback\n"
+        f"sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "failed = []\n"
+        f"for name in {scripts!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as error:\n"
+        "        failed.append(f'{name}: {error!r}')\n"
+        "print('FAILED', failed)\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FAILED []" in result.stdout, result.stdout[-3000:]
+    assert len(scripts) >= 10
