@@ -82,7 +82,7 @@ def test_windows_never_cross_from_one_file_into_the_next(tmp_path: Path) -> None
     dm = TelemetryDataModule(data_dir=str(tmp_path), path=["a.csv", "b.csv"], window=10, split="chronological")
     dm.setup()
     for dataset in (dm.train_set, dm.val_set, dm.test_set):
-        steps = as_arrays(dataset)[0][:, 0, :] * list(dm.spec.preprocessing.std)[0] + list(dm.spec.preprocessing.mean)[0]
+        steps = as_arrays(dataset)[0][:, 0, :] * dm.spec.preprocessing.std[0] + dm.spec.preprocessing.mean[0]
         assert ((steps < 1000).all(axis=1) | (steps >= 1000).all(axis=1)).all()
 
 
@@ -176,8 +176,8 @@ def test_scaler_is_fitted_on_the_training_rows_only(tmp_path: Path) -> None:
     dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", mode="row", split="chronological")
     dm.setup()
     # chronological: train = rows 0..139, whose f0 (= row index) has mean 69.5
-    assert list(dm.spec.preprocessing.mean)[0] == pytest.approx(69.5)
-    assert list(dm.spec.preprocessing.std)[0] == pytest.approx(np.arange(140).std(), rel=1e-5)
+    assert dm.spec.preprocessing.mean[0] == pytest.approx(69.5)
+    assert dm.spec.preprocessing.std[0] == pytest.approx(np.arange(140).std(), rel=1e-5)
     train_x = as_arrays(dm.train_set)[0][:, 0, 0]
     test_x = as_arrays(dm.test_set)[0][:, 0, 0]
     assert train_x.mean() == pytest.approx(0.0, abs=1e-5) and test_x.mean() > 1.5  # later rows: beyond train's range
@@ -189,7 +189,7 @@ def test_constant_features_keep_unit_scale(tmp_path: Path) -> None:
     write_csv(tmp_path / "x.csv", frame)
     dm = TelemetryDataModule(data_dir=str(tmp_path), path="x.csv", window=10)
     dm.setup()
-    assert list(dm.spec.preprocessing.std)[3] == 1.0
+    assert dm.spec.preprocessing.std[3] == 1.0
     assert torch.isfinite(as_arrays_tensor(dm.train_set)).all()
 
 
