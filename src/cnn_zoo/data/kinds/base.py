@@ -159,7 +159,8 @@ class DataKind(ABC):
             return [path]
         found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and accept(p))
         if not found:
-            raise CnnZooError(f"no {', '.join(suffixes)} files under {path}; this {self.name} model reads {self.reads}")
+            listed = ", ".join(suffixes)
+            raise CnnZooError(f"no {self.name} files ({listed}) under {path}; this model reads {self.reads}")
         return found
 
     # ------------------------------------------------------------------ showing inputs (explain, top losses)
