@@ -120,8 +120,9 @@ def explain(cfg: DictConfig) -> Path:
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     explainer = Explainer(model, spec, cfg, folder)
-    source = RawInput(cfg.input, cfg.get("input_column"))
-    samples = spec.data_kind.explained(spec, source, int(cfg.max_inputs), cfg.get("start"))
+    limit = int(cfg.max_inputs)  # no more inputs read or decoded than are explained
+    source = RawInput(cfg.input, cfg.get("input_column"), batch_size=limit, chunk_size=limit)
+    samples = spec.data_kind.explained(spec, source, limit, cfg.get("start"))
     if source.unreadable:
         log.warning("%d unreadable file(s) not explained: %s", len(source.unreadable),
                     "; ".join(f"{path} ({reason})" for path, reason in source.unreadable))  # fmt: skip

@@ -334,8 +334,9 @@ def add_data(section: Section, folder: Path) -> None:
     stored = read_json(folder / "data.json") or {}
     spec = data_spec(stored)
     names = [str(n) for n in (spec.class_names if spec else stored.get("class_names") or [])]
-    sizes = spec.stats.split_sizes if spec else {}
-    per_class_counts = spec.stats.split_class_counts if spec else {}
+    # a flat data.json of an early run that no spec can be read from: its counts by key, as it wrote them
+    sizes = spec.stats.split_sizes if spec else stored.get("split_sizes") or {}
+    per_class_counts = spec.stats.split_class_counts if spec else stored.get("split_class_counts") or {}
     if sizes or per_class_counts:
         section.data_header = ["split", "samples", *names] if per_class_counts else ["split", "samples"]
         order = {"train": 0, "val": 1, "test": 2}

@@ -74,8 +74,9 @@ class TextKind(DataKind):
         return torch.randint(0, len(spec.preprocessing.vocab), (batch, *spec.input_shape), generator=generator)
 
     # ------------------------------------------------------------------ raw inputs
-    def texts(self, source: RawInput) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-        """(ids, names, texts) of a `.txt` file, a folder of them (recursive), or a CSV column (`input_column`)."""
+    def texts(self, source: RawInput) -> tuple[list[dict[str, Any]], list[str], list[str | Path]]:
+        """(ids, names, texts) of a `.txt` file, a folder of them (recursive: their paths, read when encoded), or a
+        CSV column (`input_column`)."""
         import pandas as pd
 
         from cnn_zoo.data.csv_table import sniff_delimiter
@@ -94,19 +95,20 @@ class TextKind(DataKind):
             rows = [int(i) for i in frame.index]
             return [{"row": r} for r in rows], [f"{path.stem}_row{r}" for r in rows], frame[column].tolist()
         files = self.files(path, lambda p: p.suffix.lower() == ".txt", (".txt",))
-        texts = [p.read_text(encoding="utf-8", errors="replace") for p in files]
-        return [{"path": str(p)} for p in files], [p.stem for p in files], texts
+        return [{"path": str(p)} for p in files], [p.stem for p in files], list(files)
 
     def samples(self, spec: DataSpec, source: RawInput) -> Iterator[Sample]:
         import torch
 
         ids, names, texts = self.texts(source)
         size = max(1, int(source.batch_size))
-        for low in range(0, len(texts), size):  # encoded a batch at a time, as in training
-            encoded = torch.from_numpy(spec.preprocessing.encode(texts[low : low + size]))
+        for low in range(0, len(texts), size):  # read and encoded a batch at a time
+            part = [t.read_text(encoding="utf-8", errors="replace") if isinstance(t, Path) else t
+                    for t in texts[low : low + size]]  # fmt: skip
+            encoded = torch.from_numpy(spec.preprocessing.encode(part))
             for i, row in enumerate(encoded):
                 where = ids[low + i].get("path") or f"{source.path}, row {ids[low + i]['row']}"
-                yield Sample(ids[low + i], names[low + i], str(where), row.unsqueeze(0).long(), shown=texts[low + i])
+                yield Sample(ids[low + i], names[low + i], str(where), row.unsqueeze(0).long(), shown=part[i])
 
     def explained(self, spec: DataSpec, source: RawInput, limit: int, start: int | None = None) -> list[Sample]:
         from cnn_zoo.data.text import tokenize
