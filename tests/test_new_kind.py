@@ -202,3 +202,19 @@ def test_options_that_do_not_apply_and_unknown_kinds_are_one_line_errors(tabular
         kind_named("nope")
     with pytest.raises(CnnZooError, match=r"data kind 'gone': its module 'no_such_module' cannot be imported"):
         DataSpec.from_dict({**spec.to_dict(), "kind": "gone", "kind_module": "no_such_module"})
+
+
+def test_no_command_compares_kind_names() -> None:
+    """What differs between kinds is asked of the kind (`spec.data_kind`), never an `if kind == ...` chain."""
+    import re
+
+    chain = re.compile(r"kind\s*(==|!=)|kind in \(")  # the grep of issue 31
+    src = REPO / "src" / "cnn_zoo"
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in src.rglob("*.py")
+        if "kinds" not in path.relative_to(src).parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if chain.search(line)
+    ]
+    assert not found, "\n".join(found)
