@@ -56,7 +56,7 @@ def test_notes_pipeline_is_flip_rotate_36_degrees_zoom_20_percent(compose_cfg, i
 
 def test_augmentation_reaches_the_training_split_only(compose_cfg, image_root: Path) -> None:
     dm = build(compose_cfg, image_root, "augmentation=flip", "augmentation.transforms.0.p=1.0")
-    plain = eval_transform(dm.facts)
+    plain = eval_transform(dm.spec)
     for index in range(4):
         x, _ = dm.train_set[index]
         assert torch.equal(x, torch.flip(plain(dm.train_set.cache[index]), dims=[-1]))

@@ -15,19 +15,25 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from cnn_zoo.config import compose_train_config
+from cnn_zoo.data.kinds import RawInput, Sample
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.explain import explain
 from cnn_zoo.inference import load_classifier
 from cnn_zoo.interpret.activations import activations
 from cnn_zoo.interpret.attribution import token_attributions
 from cnn_zoo.interpret.gradcam import gradcam
-from cnn_zoo.interpret.inputs import DataView
 from cnn_zoo.interpret.layers import find_layer
 from cnn_zoo.train import train
 from tests.conftest import FAST, require_real
 from tests.fixtures_sequences import make_channel, make_imdb_archive
 
 QUIET = [*FAST, "logger=none", "callbacks.confusion_matrix=null", "callbacks.augmentation_preview=null"]
+
+
+def explained(spec: DataSpec, path: Path, limit: int, start: int | None = None) -> list[Sample]:
+    """What `explain` reads from `path`: the data kind's samples, as its one raw-input reader makes them."""
+    return spec.data_kind.explained(spec, RawInput(path), limit, start)
 
 
 def half_task_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -95,7 +101,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> dict:
 
 def test_activation_grids_have_every_convolution_with_its_maps(digits: dict, tmp_path: Path) -> None:
     model = load_classifier(digits["ckpt"])
-    x = DataView(model.hparams.data).load(digits["image"], 1)[0].x
+    x = explained(model.spec, digits["image"], 1)[0].x
     maps = activations(model, x)
     assert [(m.layer, m.shape) for m in maps] == [
         ("net.features.0", (32, 26, 26)),
@@ -118,12 +124,11 @@ def test_gradcam_matches_the_input_lies_in_0_1_and_finds_the_half_that_carries_t
     assert half_task["metrics"]["test/acc"] >= 0.9  # the task was learned: the heatmaps mean something
     model = load_classifier(half_task["ckpt"])
     assert model.hparams.channels_last and model.binary
-    view = DataView(model.hparams.data)
-    spots = view.load(half_task["data"] / "spot", 12)
+    spots = explained(model.spec, half_task["data"] / "spot", 12)
     _, layer = find_layer(model, None)
     bottom_share = []
     for sample in spots:
-        cam = gradcam(model, layer, sample.x, target=view.class_index("spot"), binary=True)
+        cam = gradcam(model, layer, sample.x, target=model.spec.class_index("spot"), binary=True)
         assert cam.shape == (1, *sample.x.shape[2:]) == (1, 32, 32)
         assert cam.min() >= 0.0 and cam.max() <= 1.0 and cam.max() > 0
         bottom_share.append(float(cam[0, 16:].sum() / cam[0].sum()))
@@ -186,14 +191,15 @@ def test_text_attributions_have_one_value_per_token(tmp_path: Path) -> None:
     review = tmp_path / "review.txt"
     review.write_text("A wonderful, moving film.<br />I loved it; the acting was great!")
     model = load_classifier(ckpt)
-    sample = DataView(model.hparams.data).load(review, 1)[0]
-    assert len(sample.tokens) == 40 and [t for t in sample.tokens if t][:2] == ["a", "wonderful"]
+    sample = explained(model.spec, review, 1)[0]
+    tokens = model.spec.data_kind.words(model.spec, sample.x[0])
+    assert len(tokens) == 40 and [t for t in tokens if t][:2] == ["a", "wonderful"]
     result = token_attributions(model, sample.x, target=1, binary=True, steps=32)
     assert result.values.shape == (40,)
-    assert torch.all(result.values[[i for i, t in enumerate(sample.tokens) if not t]] == 0)  # padding = baseline
+    assert torch.all(result.values[[i for i, t in enumerate(tokens) if not t]] == 0)  # padding = baseline
     assert result.delta < 0.05  # integrated gradients add up to score(review) - score(all padding)
     index = explain(explain_cfg(tmp_path / "ex", f"ckpt_path={ckpt}", f"input={review}", "method=saliency")).read_text()
-    assert index.count("<span title=") == sum(1 for t in sample.tokens if t)  # every word highlighted once
+    assert index.count("<span title=") == sum(1 for t in tokens if t)  # every word highlighted once
     assert "wonderful</span>" in index and "_saliency_" in index
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
@@ -216,8 +222,8 @@ def test_sequence_attribution_per_feature_and_time_step(tmp_path: Path) -> None:
     assert pngs == [f"C-1_test_rows45-60_saliency_{c}.png" for c in ("contextual", "nominal", "point")]
     assert "true class <b>point</b>" in index and "completeness error" in index
     model = load_classifier(ckpt)
-    sample = DataView(model.hparams.data).load(csv, 1, start=0)[0]
-    assert sample.x.shape == (1, 4, 16) and sample.series.shape == (4, 16)
+    sample = explained(model.spec, csv, 1, start=0)[0]
+    assert sample.x.shape == (1, 4, 16) and sample.name == "C-1_test_rows0-15"
     explain(explain_cfg(tmp_path / "gc", f"ckpt_path={ckpt}", f"input={csv}", "method=gradcam", "start=0"))
     assert len(list((tmp_path / "gc").glob("C-1_test_rows0-15_gradcam_*.png"))) == 1
     with pytest.raises(CnnZooError, match=r"start=5000 is outside .*choose 0\.\.1184"):
@@ -235,7 +241,7 @@ def test_gradcam_through_a_frozen_backbone(tmp_path: Path) -> None:
         "trainer.max_epochs=1", "callbacks.early_stopping=null",
     )  # fmt: skip
     model = load_classifier(ckpt)
-    sample = DataView(model.hparams.data).load(data / "test" / "dogs", 1)[0]
+    sample = explained(model.spec, data / "test" / "dogs", 1)[0]
     name, layer = find_layer(model, None)
     assert name.startswith("net.backbone.")
     cam = gradcam(model, layer, sample.x, target=1, binary=True)
@@ -274,7 +280,7 @@ def test_evaluate_writes_top_losses_in_loss_order_and_the_most_confused_table(ha
 @pytest.mark.real_data
 @pytest.mark.parametrize("differences", [False, True])
 def test_a_real_telemetry_window_is_prepared_exactly_as_the_datamodule_prepares_it(differences: bool) -> None:
-    """The adapter rebuilds, from the raw CSV and the facts alone, the very window the datamodule tests on."""
+    """The sequence kind rebuilds, from the raw CSV and the spec alone, the very window the datamodule tests on."""
     from cnn_zoo.data.telemetry import TelemetryDataModule
 
     root = require_real("telemetry", "MSL")
@@ -283,10 +289,9 @@ def test_a_real_telemetry_window_is_prepared_exactly_as_the_datamodule_prepares_
         class_names=["nominal", "point", "contextual"], window=32, differences=differences,
     )  # fmt: skip
     datamodule.setup("test")
-    view = DataView(datamodule.facts)
     piece = next(p for p in datamodule.pieces["test"] if p.source.endswith("C-1_test.csv") and len(p) >= 33)
     # the piece's second window: its differences are taken inside the piece (the first row's is 0 there)
-    sample = view.load(root / "C-1_test.csv", 1, start=piece.first_line - 2 + 1)[0]
+    sample = explained(datamodule.spec, root / "C-1_test.csv", 1, start=piece.first_line - 2 + 1)[0]
     assert torch.allclose(sample.x[0], torch.from_numpy(piece.x[1:33].T.copy()), atol=1e-5)
     assert sample.label == int(piece.y[32])
 

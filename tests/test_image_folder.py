@@ -32,12 +32,12 @@ def test_folder_layout_maps_sorted_classes_and_converts_every_mode(tmp_path: Pat
     root = make_image_folder(tmp_path / "pets", classes=("dogs", "cats"), layout="folders")
     with caplog.at_level(logging.WARNING):
         dm = datamodule(root)
-    assert dm.facts["class_names"] == ["cats", "dogs"]  # sorted, as flow_from_directory
-    assert dm.facts["input_shape"] == [3, 32, 32] and dm.facts["mean"] == [0.0, 0.0, 0.0]
+    assert list(dm.spec.class_names) == ["cats", "dogs"]  # sorted, as flow_from_directory
+    assert list(dm.spec.input_shape) == [3, 32, 32] and list(dm.spec.preprocessing.mean) == [0.0, 0.0, 0.0]
     # the odd files go to the first class given (dogs): 24 generated + gray, rgba, palette, cmyk;
     # corrupt.jpg skipped, notes.txt ignored
-    assert dm.facts["split_sizes"] == {"train": 52, "val": 24, "test": 24}
-    assert dm.facts["class_counts"] == [24, 28]
+    assert dm.spec.stats.split_sizes == {"train": 52, "val": 24, "test": 24}
+    assert list(dm.spec.stats.class_counts) == [24, 28]
     names = {path.name for path in paths(dm.train_set)}
     assert {"gray.png", "rgba.png", "palette.gif", "cmyk.jpg"} <= names
     assert "corrupt.jpg" not in names and "notes.txt" not in names
@@ -57,11 +57,11 @@ def test_test_stage_decodes_the_test_split_only(tmp_path: Path) -> None:
     dm = ImageFolderDataModule(data_dir=str(tmp_path), folder="pets", image_size=16, num_workers=0)
     dm.setup("test")
     assert dm.train_set is None and dm.val_set is None and len(dm.test_set) == 24
-    assert "class_counts" not in dm.facts
+    assert dm.spec.stats.class_counts is None
     test_set = dm.test_set
     dm.setup("fit")
     assert len(dm.train_set) == 48 and len(dm.val_set) == 24 and dm.test_set is test_set
-    assert dm.facts["class_counts"] == [24, 24]
+    assert list(dm.spec.stats.class_counts) == [24, 24]
     assert root.is_dir()
 
 
@@ -163,8 +163,8 @@ def test_catsdogs_config_builds_through_the_pipeline(compose_cfg, tmp_path: Path
     with caplog.at_level(logging.INFO):
         dm = build_datamodule(cfg)
     assert any("classes: {0: 'cats', 1: 'dogs'}" in r.getMessage() for r in caplog.records)
-    assert dm.facts["input_size"] == [40, 40]
-    assert dm.facts["datamodule"]["_target_"] == "cnn_zoo.data.image_folder.ImageFolderDataModule"
+    assert list(dm.spec.preprocessing.size) == [40, 40]
+    assert dm.spec.datamodule["_target_"] == "cnn_zoo.data.image_folder.ImageFolderDataModule"
 
 
 def test_bad_value_from_the_command_line_is_one_line(compose_cfg, tmp_path: Path) -> None:
@@ -178,6 +178,6 @@ def test_real_cats_and_dogs_small_layout() -> None:
     root = require_real("cats_and_dogs_small")
     dm = ImageFolderDataModule(data_dir=str(root.parent), image_size=32, num_workers=2)
     dm.setup()
-    assert dm.facts["class_names"] == ["cats", "dogs"]
-    assert dm.facts["split_sizes"] == {"train": 2000, "val": 1000, "test": 1000}
-    assert dm.facts["class_counts"] == [1000, 1000]
+    assert list(dm.spec.class_names) == ["cats", "dogs"]
+    assert dm.spec.stats.split_sizes == {"train": 2000, "val": 1000, "test": 1000}
+    assert list(dm.spec.stats.class_counts) == [1000, 1000]

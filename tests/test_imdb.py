@@ -68,15 +68,16 @@ def test_vocabulary_comes_from_the_training_reviews_only(tmp_path: Path) -> None
     data = make_imdb_tree(tmp_path / "data")
     dm = datamodule(data, tmp_path / "cache")
     dm.setup("fit")
-    vocab = set(dm.facts["vocab"])
+    vocab = set(dm.spec.preprocessing.vocab)
     # every generated review has a unique word: those of the 60 kept training reviews only are in the vocabulary
     assert sum(word.startswith("uniqtrain") for word in vocab) == 80 - 20
     assert not any(word.startswith("uniqtest") for word in vocab)
     for ids, _ in dm.val_set:
-        assert not any(word.startswith("uniq") for word in decode(ids, dm.facts["vocab"]))  # held-out word -> OOV
-    assert dm.facts["split_sizes"] == {"train": 60, "val": 20, "test": 40}
-    assert sum(dm.facts["class_counts"]) == 60
-    assert dm.facts["input_shape"] == [40] and dm.facts["input_dtype"] == "int64"
+        words = decode(ids, dm.spec.preprocessing.vocab)
+        assert not any(word.startswith("uniq") for word in words)  # held-out word -> OOV
+    assert dm.spec.stats.split_sizes == {"train": 60, "val": 20, "test": 40}
+    assert sum(dm.spec.stats.class_counts) == 60
+    assert list(dm.spec.input_shape) == [40] and dm.spec.input_dtype == "int64"
     ids, label = dm.train_set[0]
     assert ids.dtype == torch.int64 and ids.shape == (40,) and label.item() in (0, 1)
 
@@ -90,9 +91,9 @@ def test_reviews_are_padded_before_and_truncated_at_the_start_by_default(tmp_pat
             data, tmp_path / f"cache_{padding}", max_len=5, val_size=4, padding=padding, truncating=truncating
         )
         dm.setup()
-        first_test = decode(dm.test_set[0][0], dm.facts["vocab"])
+        first_test = decode(dm.test_set[0][0], dm.spec.preprocessing.vocab)
         expected = words[-5:] if truncating == "pre" else words[:5]
-        assert first_test == [w if w in dm.facts["vocab"] else "<oov>" for w in expected]
+        assert first_test == [w if w in dm.spec.preprocessing.vocab else "<oov>" for w in expected]
     short = datamodule(data, tmp_path / "cache_long", max_len=200, val_size=4)
     short.setup()
     ids = short.test_set[0][0]
@@ -117,7 +118,7 @@ def test_archive_is_extracted_once_into_the_cache_never_into_the_data_folder(tmp
     monkeypatch.setattr(IMDBDataModule, "encode_all", fail)
     again = datamodule(data, tmp_path / "cache")
     again.setup()
-    assert again.facts["vocab"] == dm.facts["vocab"]
+    assert again.spec.preprocessing.vocab == dm.spec.preprocessing.vocab
     assert torch.equal(again.test_set.ids, dm.test_set.ids)
 
 
@@ -134,7 +135,7 @@ def test_missing_archive_is_downloaded_into_the_data_folder(tmp_path: Path) -> N
     dm = datamodule(data, tmp_path / "cache", url=source.as_uri())
     dm.setup()
     assert (data / "aclImdb_v1.tar.gz").read_bytes() == source.read_bytes()
-    assert dm.facts["split_sizes"]["test"] == 40
+    assert dm.spec.stats.split_sizes["test"] == 40
 
 
 def test_failed_download_says_where_it_looked_what_it_tried_and_how_to_fix(tmp_path: Path) -> None:
@@ -205,7 +206,8 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, tmp_path: 
     # the checkpoint alone encodes new text and classifies it
     model = load_classifier(checkpoint)
     texts = ["A superb, wonderful film: loved it!", "Awful. Boring and terrible; I hated it."]
-    assert (text.encode(texts) == encode_texts(texts, spec.facts())).all()
+    stored = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["data"]["preprocessing"]
+    assert (text.encode(texts) == encode_texts(texts, stored)).all()
     with torch.no_grad():
         probs = model.probabilities(model(torch.from_numpy(text.encode(texts))))
     assert probs[0] > 0.5 > probs[1]
@@ -229,9 +231,9 @@ def test_real_imdb_archive_extracts_and_encodes(tmp_path: Path) -> None:
         data_dir=str(archive.parent), cache_dir=str(tmp_path), download=False, max_reviews=1000, val_size=500
     )
     dm.setup()
-    assert dm.facts["split_sizes"] == {"train": 1500, "val": 500, "test": 2000}
-    assert dm.facts["vocab_size"] == 10000 and set(dm.facts["vocab"][2:5]) == {"the", "and", "a"}
-    assert sum(dm.facts["class_counts"]) == 1500
+    assert dm.spec.stats.split_sizes == {"train": 1500, "val": 500, "test": 2000}
+    assert len(dm.spec.preprocessing.vocab) == 10000 and set(dm.spec.preprocessing.vocab[2:5]) == {"the", "and", "a"}
+    assert sum(dm.spec.stats.class_counts) == 1500
     assert len(list((dm.tree / "train" / "pos").glob("*.txt"))) == 12500  # every review was extracted
     ids = dm.test_set.ids
     assert ids.shape == (2000, 500) and int(ids.max()) < 10000

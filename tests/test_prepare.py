@@ -100,8 +100,8 @@ def test_the_built_tree_is_what_data_catsdogs_reads(tmp_path: Path) -> None:
     run("catsdogs", [f"source={archive}", f"data_dir={tmp_path / 'data'}", *SMALL])
     datamodule = ImageFolderDataModule(data_dir=str(tmp_path / "data"), image_size=32, num_workers=1)
     datamodule.setup("fit")
-    assert datamodule.facts["class_names"] == ["cats", "dogs"]
-    assert datamodule.facts["split_sizes"] == {"train": 6, "val": 4, "test": 4}
+    assert list(datamodule.spec.class_names) == ["cats", "dogs"]
+    assert datamodule.spec.stats.split_sizes == {"train": 6, "val": 4, "test": 4}
     assert not datamodule.skipped
 
 
@@ -297,7 +297,7 @@ def test_telemetry_rerun_is_a_no_op_and_the_datamodule_reads_it(telemetry_built:
         data_dir=str(tmp_path / "data"), path="telemetry/SMAP/A-1_test.csv", window=4, block_size=5
     )
     datamodule.setup("fit")
-    assert datamodule.facts["in_channels"] == 4 and datamodule.facts["num_classes"] == 3
+    assert datamodule.spec.in_channels == 4 and datamodule.spec.num_classes == 3
 
 
 @pytest.mark.real_data

@@ -40,9 +40,9 @@ def test_row_mode_is_the_notes_reshape_to_one_channel(channel: Path) -> None:
     dm.setup()
     x, y = dm.train_set[0]
     assert x.shape == (1, 4) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert dm.facts["input_shape"] == [1, 4] and dm.facts["in_channels"] == 1
-    assert sum(dm.facts["split_sizes"].values()) == 1500  # every row, once
-    assert dm.facts["class_names"] == ["0", "1", "2"] and len(dm.facts["class_counts"]) == 3
+    assert list(dm.spec.input_shape) == [1, 4] and dm.spec.in_channels == 1
+    assert sum(dm.spec.stats.split_sizes.values()) == 1500  # every row, once
+    assert list(dm.spec.class_names) == ["0", "1", "2"] and len(list(dm.spec.stats.class_counts)) == 3
 
 
 def test_window_labels_by_last_step_or_by_any_anomaly() -> None:
@@ -82,7 +82,7 @@ def test_windows_never_cross_from_one_file_into_the_next(tmp_path: Path) -> None
     dm = TelemetryDataModule(data_dir=str(tmp_path), path=["a.csv", "b.csv"], window=10, split="chronological")
     dm.setup()
     for dataset in (dm.train_set, dm.val_set, dm.test_set):
-        steps = as_arrays(dataset)[0][:, 0, :] * dm.facts["std"][0] + dm.facts["mean"][0]
+        steps = as_arrays(dataset)[0][:, 0, :] * dm.spec.preprocessing.std[0] + dm.spec.preprocessing.mean[0]
         assert ((steps < 1000).all(axis=1) | (steps >= 1000).all(axis=1)).all()
 
 
@@ -90,7 +90,7 @@ def test_stratified_split_puts_every_class_in_every_split_and_follows_the_seed(c
     def counts(seed: int, mode: str = "window") -> dict:
         dm = TelemetryDataModule(data_dir=str(channel), path=CHANNEL, mode=mode, window=16, seed=seed)
         dm.setup()
-        return dm.facts["split_class_counts"]
+        return dm.spec.stats.split_class_counts
 
     first = counts(1)
     assert all(min(per_class) > 0 for per_class in first.values())
@@ -108,7 +108,7 @@ def test_blocked_k_fold_tests_every_block_once_and_keeps_each_fold_leak_free(tmp
             data_dir=str(tmp_path), path="series.csv", window=8, folds=3, fold=index, normalization="none"
         )
         dm.setup()
-        assert dm.facts["split_class_counts"]["train"][1:] != [0, 0]
+        assert dm.spec.stats.split_class_counts["train"][1:] != [0, 0]
         return {
             name: set(as_arrays(ds)[0][:, 0, -1].astype(int).tolist())  # each window's last row (f0 = row index)
             for name, ds in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set))
@@ -132,7 +132,7 @@ def test_a_class_with_a_single_block_always_trains_in_k_fold(tmp_path: Path) -> 
     for index in range(4):
         dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", window=8, folds=4, fold=index)
         dm.setup()
-        counts = dm.facts["split_class_counts"]
+        counts = dm.spec.stats.split_class_counts
         assert counts["train"][2] > 0 and counts["test"][2] == 0 and counts["test"][0] > 0
 
 
@@ -151,7 +151,7 @@ def test_episode_split_cuts_every_labelled_run_in_time_order(tmp_path: Path) -> 
         data_dir=str(tmp_path), path="series.csv", mode="row", split="episodes", normalization="none"
     )
     dm.setup()
-    assert all(min(counts) > 0 for counts in dm.facts["split_class_counts"].values())
+    assert all(min(counts) > 0 for counts in dm.spec.stats.split_class_counts.values())
     train_rows = as_arrays(dm.train_set)[0][:, 0, 0].astype(int)
     test_rows = as_arrays(dm.test_set)[0][:, 0, 0].astype(int)
     # the first anomaly episode (rows 100-149): its first 70% trains, its last 15% tests
@@ -165,7 +165,7 @@ def test_differences_add_each_features_change_within_a_piece(tmp_path: Path) -> 
         normalization="none",
     )
     dm.setup()
-    assert dm.facts["feature_names"] == ["f0", "f1", "diff_f0", "diff_f1"] and dm.facts["in_channels"] == 4
+    assert list(dm.spec.preprocessing.feature_names) == ["f0", "f1", "diff_f0", "diff_f1"] and dm.spec.in_channels == 4
     x = as_arrays(dm.test_set)[0]
     assert (x[0, 2] == [0, 1, 1, 1, 1]).all()  # the test piece's first row has no predecessor inside it
     assert np.allclose(x[1:, 2], 1.0)
@@ -176,8 +176,8 @@ def test_scaler_is_fitted_on_the_training_rows_only(tmp_path: Path) -> None:
     dm = TelemetryDataModule(data_dir=str(tmp_path), path="series.csv", mode="row", split="chronological")
     dm.setup()
     # chronological: train = rows 0..139, whose f0 (= row index) has mean 69.5
-    assert dm.facts["mean"][0] == pytest.approx(69.5)
-    assert dm.facts["std"][0] == pytest.approx(np.arange(140).std(), rel=1e-5)
+    assert dm.spec.preprocessing.mean[0] == pytest.approx(69.5)
+    assert dm.spec.preprocessing.std[0] == pytest.approx(np.arange(140).std(), rel=1e-5)
     train_x = as_arrays(dm.train_set)[0][:, 0, 0]
     test_x = as_arrays(dm.test_set)[0][:, 0, 0]
     assert train_x.mean() == pytest.approx(0.0, abs=1e-5) and test_x.mean() > 1.5  # later rows: beyond train's range
@@ -189,7 +189,7 @@ def test_constant_features_keep_unit_scale(tmp_path: Path) -> None:
     write_csv(tmp_path / "x.csv", frame)
     dm = TelemetryDataModule(data_dir=str(tmp_path), path="x.csv", window=10)
     dm.setup()
-    assert dm.facts["std"][3] == 1.0
+    assert dm.spec.preprocessing.std[3] == 1.0
     assert torch.isfinite(as_arrays_tensor(dm.train_set)).all()
 
 
@@ -205,8 +205,8 @@ def test_explicit_files_and_a_validation_part_carved_from_train(channel: Path) -
     )
     dm.setup()
     assert len(dm.test_set) == 800 - 8 + 1  # the whole test file
-    assert dm.facts["split_sizes"]["val"] > 0
-    assert set(dm.facts["feature_names"]) == {"f0", "f1", "f2", "f3"}
+    assert dm.spec.stats.split_sizes["val"] > 0
+    assert set(list(dm.spec.preprocessing.feature_names)) == {"f0", "f1", "f2", "f3"}
 
 
 def test_label_column_can_be_named(tmp_path: Path) -> None:
@@ -215,8 +215,8 @@ def test_label_column_can_be_named(tmp_path: Path) -> None:
     write_csv(tmp_path / "x.csv", frame)
     dm = TelemetryDataModule(data_dir=str(tmp_path), path="x.csv", label_column="status", mode="row")
     dm.setup()
-    assert dm.facts["feature_names"] == ["f0", "f1"] and dm.facts["label_column"] == "status"
-    assert dm.facts["num_classes"] == 2
+    assert list(dm.spec.preprocessing.feature_names) == ["f0", "f1"] and dm.spec.preprocessing.label_column == "status"
+    assert dm.spec.num_classes == 2
 
 
 def test_split_helper_cuts_pieces_at_the_fractions() -> None:
@@ -283,7 +283,7 @@ def test_a_class_missing_from_the_training_part_says_how_to_split_instead(tmp_pa
         dm.setup()
     dm = TelemetryDataModule(data_dir=str(tmp_path), path="late.csv", window=8, split="episodes")
     dm.setup()
-    assert dm.facts["split_class_counts"]["train"][2] > 0
+    assert dm.spec.stats.split_class_counts["train"][2] > 0
 
 
 # ---------------------------------------------------------------------- end to end

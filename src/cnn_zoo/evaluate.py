@@ -55,9 +55,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test `cfg.ckpt_path` on its data; returns the metrics written to `<run>/metrics.json`."""
     L.seed_everything(cfg.seed, workers=True)
     model = load_classifier(cfg.ckpt_path, to_plain(cfg.get("tta")) or None)
-    facts = model.hparams.data
-    datamodule = datamodule_for(facts, cfg.get("data"))
-    log.info("classes: %s", dict(enumerate(facts["class_names"])))
+    spec = model.spec
+    datamodule = datamodule_for(spec, cfg.get("data"))
+    log.info("classes: %s", dict(enumerate(spec.class_names)))
     output_dir = Path(cfg.paths.output_dir)
     # the confusion matrix of the very batches the metrics saw (trainer.limit_test_batches limits both)
     matrix_callback = ConfusionMatrixImage(write_files=False, tta=True)
@@ -72,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     matrix = matrix_callback.last.long()
     views = model.tta.view_names
     title = f"test, TTA {'+'.join(views)}" if views else "test"
-    image = save_confusion_matrix(matrix, list(facts["class_names"]), title, output_dir)
+    image = save_confusion_matrix(matrix, list(spec.class_names), title, output_dir)
     write_json(output_dir, "metrics.json", metrics)
     log.info("metrics: %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}))
     log.info("confusion matrix (rows: true, columns: predicted): %s -> %s", matrix.tolist(), image)

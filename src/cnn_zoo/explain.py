@@ -1,6 +1,7 @@
 """`python -m cnn_zoo.explain ckpt_path=... input=... method=gradcam|activations|saliency`: see what the network sees.
 
-From the checkpoint alone (its data facts rebuild the preprocessing), for each input it writes PNGs and an
+From the checkpoint alone (its data spec rebuilds the preprocessing, its data kind reads and draws the inputs),
+for each input it writes PNGs and an
 `index.html` showing them beside the prediction and its probability, into `outputs/explain/<time>/`:
 - `activations`: every convolution's feature maps (a grid per layer, with its name and output shape);
 - `gradcam`: the class-activation heatmap over the input (images; per token for text, per time step for sequences)
@@ -18,26 +19,20 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from cnn_zoo import startup_gc
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.cli import entry_point
+from cnn_zoo.data.kinds import RawInput, Sample
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import load_classifier
 from cnn_zoo.interpret import render
 from cnn_zoo.interpret.activations import activations
-from cnn_zoo.interpret.attribution import (
-    image_integrated_gradients,
-    saliency,
-    sequence_attributions,
-    token_attributions,
-)
 from cnn_zoo.interpret.gradcam import gradcam
 from cnn_zoo.interpret.index import Entry, write_index
-from cnn_zoo.interpret.inputs import DataView, Sample
 from cnn_zoo.interpret.layers import NoSpatialLayer, conv_layers, find_layer
 
 log = logging.getLogger(__name__)
@@ -55,19 +50,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def targets_for(target: str | int | None, predicted: int, view: DataView) -> list[int]:
+def targets_for(target: str | int | None, predicted: int, spec: DataSpec) -> list[int]:
     if target is None or str(target) == "":
         return [predicted]
     if str(target) == "all":
-        return list(range(view.num_classes))
-    return [view.class_index(target)]
+        return list(range(spec.num_classes))
+    return [spec.class_index(target)]
 
 
 class Explainer:
-    """One method on one model: figures for each input, named after it, in `folder`."""
+    """One method on one model: figures for each input, named after it, in `folder`; the data kind computes the
+    attributions that depend on the input (per pixel, per word, per feature) and draws them."""
 
-    def __init__(self, model: Classifier, view: DataView, cfg: DictConfig, folder: Path) -> None:
-        self.model, self.view, self.folder = model, view, folder
+    def __init__(self, model: Classifier, spec: DataSpec, cfg: DictConfig, folder: Path) -> None:
+        self.model, self.spec, self.kind, self.folder = model, spec, spec.data_kind, folder
         self.method = str(cfg.method)
         self.max_maps, self.steps = int(cfg.max_maps), int(cfg.steps)
         self.layers: list[str] | None = None
@@ -91,47 +87,25 @@ class Explainer:
                 entry.figures.append(render.activation_grid(maps, path, self.max_maps, sample.name))
             return
         for target in targets:
-            name = self.view.class_names[target]
-            stem = f"{sample.name}_{self.method}_{name}"
+            name = self.spec.class_names[target]
+            path = self.folder / f"{sample.name}_{self.method}_{name}.png"
+            binary, steps = self.model.binary, self.steps
             if self.method == "gradcam":
-                cam = gradcam(self.model, self.layer, x, target, self.model.binary)[0].numpy()
-                self.draw(sample, entry, cam, stem, f"Grad-CAM for '{name}' at {self.layer_name}", "Grad-CAM")
-            elif self.method == "integrated_gradients":
-                result = image_integrated_gradients(self.model, x, target, self.model.binary, self.steps)
-                entry.notes.append(f"integrated gradients for '{name}': completeness error {result.delta:.2e}")
+                cam = gradcam(self.model, self.layer, x, target, binary)[0].numpy()
+                title = f"Grad-CAM for '{name}' at {self.layer_name}"
+                self.kind.draw(self.spec, sample, cam, path, title, "Grad-CAM", entry)
+                continue
+            if self.method == "integrated_gradients":
+                result = self.kind.integrated_gradients(self.spec, self.model, x, target, binary, steps)
                 values = result.values.clamp(min=0).numpy()  # evidence for the class, as Grad-CAM's ReLU keeps
                 values = values / (values.max() or 1.0)
-                self.draw(sample, entry, values, stem, f"integrated gradients for '{name}'", "integrated gradients")
+                what = label = "integrated gradients"
             else:
-                self.attribute(sample, entry, x, target, stem, name)
-
-    def attribute(self, sample: Sample, entry: Entry, x: torch.Tensor, target: int, stem: str, name: str) -> None:
-        kind, binary = self.view.kind, self.model.binary
-        if kind == "text":
-            result = token_attributions(self.model, x, target, binary, self.view.pad_index, self.steps)
-        elif kind == "sequence":
-            result = sequence_attributions(self.model, x, target, binary, self.steps)
-        else:
-            result = saliency(self.model, x, target, binary)
-        values = result.values.numpy()
-        if result.delta is not None:
-            entry.notes.append(f"integrated gradients for '{name}': completeness error {result.delta:.2e}")
-        if kind == "image":
-            values = values / (values.max() or 1.0)
-        what = "saliency" if kind == "image" else "integrated gradients"
-        self.draw(sample, entry, values, stem, f"{what} for '{name}'", "saliency")
-
-    def draw(self, sample: Sample, entry: Entry, values: np.ndarray, stem: str, title: str, label: str) -> None:
-        path = self.folder / f"{stem}.png"
-        if sample.image is not None:
-            entry.figures.append(render.heatmap_figure(sample.image, values, path, f"{sample.name}: {title}", label))
-        elif sample.tokens is not None:
-            entry.fragments.append(render.token_html(sample.tokens, values, f"{title} (red: for, blue: against)"))
-            entry.figures.append(render.token_bars(sample.tokens, values, path, f"{sample.name}: {title}"))
-        elif sample.series is not None:
-            names, steps = self.view.series_names, self.view.step_names
-            caption = f"{sample.name}: {title}"
-            entry.figures.append(render.series_figure(sample.series, values, names, path, caption, step_names=steps))
+                result, what = self.kind.saliency(self.spec, self.model, x, target, binary, steps)
+                values, label = result.values.numpy(), "saliency"
+            if result.delta is not None:
+                entry.notes.append(f"integrated gradients for '{name}': completeness error {result.delta:.2e}")
+            self.kind.draw(self.spec, sample, values, path, f"{what} for '{name}'", label, entry)
 
 
 def explain(cfg: DictConfig) -> Path:
@@ -142,11 +116,16 @@ def explain(cfg: DictConfig) -> Path:
     started = time.perf_counter()
     model = load_classifier(cfg.ckpt_path)  # TTA off: one network pass is what is explained
     model.to(pick_device(str(cfg.device)))
-    view = DataView(model.hparams.data)
+    spec = model.spec
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    explainer = Explainer(model, view, cfg, folder)
-    samples = view.load(cfg.input, int(cfg.max_inputs), cfg.get("start"))
+    explainer = Explainer(model, spec, cfg, folder)
+    limit = int(cfg.max_inputs)  # no more inputs read or decoded than are explained
+    source = RawInput(cfg.input, cfg.get("input_column"), batch_size=limit, chunk_size=limit)
+    samples = spec.data_kind.explained(spec, source, limit, cfg.get("start"))
+    if source.unreadable:
+        log.warning("%d unreadable file(s) not explained: %s", len(source.unreadable),
+                    "; ".join(f"{path} ({reason})" for path, reason in source.unreadable))  # fmt: skip
     entries, seconds = [], []
     startup_gc.resume()  # drawing makes cyclic garbage (matplotlib figures)
     for sample in samples:
@@ -154,9 +133,9 @@ def explain(cfg: DictConfig) -> Path:
         with torch.no_grad():
             probs = model.class_probabilities(model.view_probabilities(sample.x.to(model.device)))[0].cpu()
         predicted = int(probs.argmax())
-        true = view.class_names[sample.label] if sample.label is not None else None
-        entry = Entry(sample.name, sample.source, view.class_names[predicted], float(probs[predicted]), true)
-        explainer.run(sample, entry, targets_for(cfg.get("target"), predicted, view))
+        true = spec.class_names[sample.label] if sample.label is not None else None
+        entry = Entry(sample.name, sample.source, spec.class_names[predicted], float(probs[predicted]), true)
+        explainer.run(sample, entry, targets_for(cfg.get("target"), predicted, spec))
         entries.append(entry)
         seconds.append(time.perf_counter() - begin)
         log.info("%s: %s %.3f, %d figure(s) in %.2f s", sample.name, entry.predicted, entry.probability,

@@ -48,13 +48,8 @@ class Probabilities(nn.Module):
 
 
 def example_input(spec: DataSpec, batch: int = 2, seed: int = 0) -> Tensor:
-    """A batch of the spec's shape: token ids inside the vocabulary for text, standard normal values otherwise."""
-    generator = torch.Generator().manual_seed(seed)
-    shape = (batch, *spec.input_shape)
-    if spec.input_dtype == "int64":
-        vocab = len(spec.preprocessing.vocab)  # type: ignore[union-attr]
-        return torch.randint(0, vocab, shape, generator=generator)
-    return torch.randn(shape, generator=generator)
+    """A batch of the spec's shape, as its kind makes one (token ids inside the vocabulary for text)."""
+    return spec.data_kind.example_input(spec, batch, seed)
 
 
 def sidecar(spec: DataSpec, fmt: str, file: Path, parity: float) -> dict[str, Any]:

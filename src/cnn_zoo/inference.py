@@ -1,4 +1,4 @@
-"""What `evaluate`, `predict` and `export` share: a classifier from a checkpoint, its data, input files, a trainer."""
+"""What `evaluate`, `predict` and `export` share: a classifier from a checkpoint, its data, a trainer."""
 
 from __future__ import annotations
 
@@ -14,24 +14,11 @@ from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.data.transforms import is_image_file
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.pipeline import build_trainer, instantiate
 from cnn_zoo.torch_files import load_torch_file
 
 log = logging.getLogger(__name__)
-
-# image data config keys that must follow the checkpoint when `data=` rebuilds the datamodule from config
-IMAGE_PREPROCESSING_KEYS = {
-    "image_size": "size",
-    "normalization": "normalization",
-    "color_mode": "color_mode",
-    "mean": "mean",
-    "std": "std",
-    "interpolation": "resize",
-    "crop_pct": "crop_pct",
-}
-
 
 def load_classifier(ckpt_path: str | Path | None, tta: dict[str, Any] | None = None) -> Classifier:
     """The Classifier saved in `ckpt_path`, on CPU, with the test-time augmentation asked for now."""
@@ -49,8 +36,8 @@ def load_classifier(ckpt_path: str | Path | None, tta: dict[str, Any] | None = N
 def datamodule_for(spec: DataSpec | dict[str, Any], data_cfg: DictConfig | None) -> ZooDataModule:
     """The data a checkpoint was trained on (its spec), or the one `data_cfg` names, preprocessed as trained.
 
-    With `data_cfg`, the image size, normalisation and color mode still come from the checkpoint: the network
-    only understands inputs prepared the way it was trained.
+    With `data_cfg`, what the kind says must follow the checkpoint (an image's size, normalisation and color mode)
+    still comes from it: the network only understands inputs prepared the way it was trained.
     """
     spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
     if data_cfg is None:
@@ -59,12 +46,7 @@ def datamodule_for(spec: DataSpec | dict[str, Any], data_cfg: DictConfig | None)
             raise CnnZooError("this checkpoint does not record its data config; name one with data=<option>")
     else:
         config = to_plain(data_cfg)
-    config = dict(config)
-    if spec.kind == "image":
-        for key, field_name in IMAGE_PREPROCESSING_KEYS.items():
-            if key in config:
-                value = getattr(spec.preprocessing, field_name)
-                config[key] = list(value) if isinstance(value, tuple) else value
+    config = spec.data_kind.follow_checkpoint(spec, dict(config))
     datamodule = instantiate(config, "data")
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -74,21 +56,6 @@ def datamodule_for(spec: DataSpec | dict[str, Any], data_cfg: DictConfig | None)
             f"{list(spec.class_names)}; evaluate on data with the same class folders"
         )
     return datamodule
-
-
-def image_files(input_path: str | Path | None) -> list[Path]:
-    """`input_path` itself when it is a file, else every image file under the folder (recursive, sorted)."""
-    if not input_path:
-        raise CnnZooError("input is required: input=<image file or folder of images>")
-    path = Path(str(input_path)).expanduser().resolve()
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise CnnZooError(f"input not found: {path}; pass input=<image file or folder of images>")
-    files = sorted(p for p in path.rglob("*") if is_image_file(p))
-    if not files:
-        raise CnnZooError(f"no image files (jpg, png, bmp, gif, webp, tif) under {path}")
-    return files
 
 
 def inference_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:

@@ -26,10 +26,9 @@ from torch.utils.tensorboard.summary import hparams
 from torchmetrics import ConfusionMatrix
 from torchvision.utils import make_grid
 
+from cnn_zoo.data.kinds import MistakeDrawing
+from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
-from cnn_zoo.interpret.inputs import DataView
-from cnn_zoo.interpret.render import mistakes_grid, token_html
-from cnn_zoo.interpret.render import series_grid as mistakes_series
 from cnn_zoo.interpret.toplosses import (
     Mistake,
     class_probabilities,
@@ -106,13 +105,13 @@ class CurveLayout(L.Callback):
             logger.experiment.add_custom_scalars(CURVE_LAYOUT)
 
 
-def data_view(pl_module: L.LightningModule) -> DataView:
-    """The module's data facts, read through the one adapter (`cnn_zoo.interpret.inputs`)."""
-    return DataView(pl_module.hparams.get("data") or {})
+def data_spec(pl_module: L.LightningModule) -> DataSpec:
+    """The module's data spec (its kind draws the inputs)."""
+    return DataSpec.from_dict(pl_module.hparams.get("data") or {})
 
 
 def class_names(pl_module: L.LightningModule) -> list[str]:
-    return data_view(pl_module).class_names
+    return list(data_spec(pl_module).class_names)
 
 
 def predictions(probs: Tensor) -> Tensor:
@@ -120,9 +119,10 @@ def predictions(probs: Tensor) -> Tensor:
     return (probs >= 0.5).long() if probs.ndim == 1 else probs.argmax(dim=1)
 
 
-def displayable(images: Tensor, facts: dict[str, Any]) -> Tensor:
-    """Undo the datamodule's mean/std normalisation so the images look as they were read, clipped to [0, 1]."""
-    return DataView(facts).displayable(images)
+def displayable(images: Tensor, data: dict[str, Any] | DataSpec) -> Tensor:
+    """Inputs as pictures in [0, 1], as the data kind shows them (images: the mean/std normalisation undone)."""
+    spec = data if isinstance(data, DataSpec) else DataSpec.from_dict(data)
+    return spec.data_kind.displayable(spec, images)
 
 
 class ConfusionMatrixImage(L.Callback):
@@ -226,14 +226,14 @@ class TopLosses(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self.targets:
             return
-        view = data_view(pl_module)
-        names = view.class_names
+        spec = data_spec(pl_module)
+        kind, names = spec.data_kind, list(spec.class_names)
         predicted, targets = torch.cat(self.predicted), torch.cat(self.targets)
         confused = confused_markdown(most_confused(predicted, targets), names, len(targets))
         logger = tensorboard_logger(trainer)
         folder = Path(trainer.default_root_dir) if self.write_files else None
         inputs = [self.inputs[m.index] for m in self.mistakes]
-        openings = self.openings(view, inputs) if view.has_vocabulary else None
+        openings = kind.openings(spec, inputs, self.words) if inputs else None
         table = mistakes_markdown(self.mistakes, names, openings)
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -241,60 +241,20 @@ class TopLosses(L.Callback):
             (folder / "top_losses.md").write_text("# Top losses (most confident mistakes)\n\n" + table + "\n")
         if logger is not None:
             logger.experiment.add_text("test/most_confused", confused, global_step=trainer.global_step)
-        if self.mistakes and view.is_image_batch(torch.stack(inputs)):
-            fig = self.image_figure(pl_module, view, torch.stack(inputs), folder)
-            if logger is not None:
-                logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
-        elif self.mistakes and view.kind == "sequence":  # telemetry windows (or rows) plotted
-            fig = self.series_figure(view, torch.stack(inputs), folder)
-            if logger is not None:
-                logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
-        else:
-            if self.mistakes and folder is not None and view.has_vocabulary:
-                self.write_reviews(pl_module, view, inputs, folder)
-            if self.mistakes and logger is not None:
-                logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
+        fig = None
+        if self.mistakes:
+            stacked = torch.stack(inputs)
+            labels = [
+                f"{names[m.target]}→{names[m.predicted]} p={m.probability:.2f} loss={m.loss:.2f}" for m in self.mistakes
+            ]
+            heatmaps = (lambda: self.gradcams(pl_module, stacked)) if self.heatmaps else (lambda: None)
+            fig = kind.draw_mistakes(spec, MistakeDrawing(self.mistakes, stacked, labels, names, folder, self.nrow,
+                                                          heatmaps))  # fmt: skip
+        if logger is not None and fig is not None:
+            logger.experiment.add_figure("test/top_losses", fig, global_step=trainer.global_step, close=True)
+        elif logger is not None and self.mistakes:
+            logger.experiment.add_text("test/top_losses", table, global_step=trainer.global_step)
         self.reset()
-
-    def write_reviews(self, pl_module: L.LightningModule, view: DataView, inputs: list[Tensor], folder: Path) -> None:
-        """`top_losses.html`: each misread review's words, coloured by the Grad-CAM of the wrong prediction (the
-        run page shows it); without a convolution or with `heatmaps: false`, the words uncoloured."""
-        maps = self.gradcams(pl_module, torch.stack(inputs)) if self.heatmaps else None
-        parts = []
-        for rank, (m, tokens) in enumerate(zip(self.mistakes, inputs, strict=True), 1):
-            words = view.words(tokens)
-            values = maps[rank - 1] if maps is not None else np.zeros(len(words))
-            title = (
-                f"{rank}. test sample {m.index}: {view.class_names[m.target]} read as "
-                f"{view.class_names[m.predicted]} (p={m.probability:.2f}, loss={m.loss:.2f})"
-            )
-            parts.append(token_html(words, values, title))
-        (folder / "top_losses.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
-
-    def series_figure(self, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
-        labels = [
-            f"{view.class_names[m.target]}→{view.class_names[m.predicted]} p={m.probability:.2f} loss={m.loss:.2f}"
-            for m in self.mistakes
-        ]
-        label_at = {"last": -1}.get(str(view.facts.get("window_label"))) if view.facts.get("mode") == "window" else None
-        path = folder / "top_losses.png" if folder is not None else None
-        return mistakes_series(
-            inputs.float().numpy(), labels, view.series_names, path, "top losses: true→predicted, probability, loss",
-            step_names=view.step_names, labelled_step=label_at, nrow=min(self.nrow, 4),
-        )  # fmt: skip
-
-    def image_figure(self, pl_module: L.LightningModule, view: DataView, inputs: Tensor, folder: Path | None) -> Figure:
-        images = view.displayable(inputs).permute(0, 2, 3, 1).numpy()
-        heatmaps = self.gradcams(pl_module, inputs) if self.heatmaps else None
-        labels = [
-            f"{view.class_names[m.target]}→{view.class_names[m.predicted]} p={m.probability:.2f} loss={m.loss:.2f}"
-            for m in self.mistakes
-        ]
-        title = "top losses: true→predicted, probability, loss"
-        if heatmaps is not None:
-            title += " (Grad-CAM of the prediction)"
-        path = folder / "top_losses.png" if folder is not None else None
-        return mistakes_grid(images, heatmaps, labels, path, title, self.nrow)
 
     def gradcams(self, pl_module: L.LightningModule, inputs: Tensor) -> Any:
         """Each top-loss image's Grad-CAM for its (wrong) prediction at the last convolution, or None without one."""
@@ -316,9 +276,6 @@ class TopLosses(L.Callback):
         pl_module.train(was_training)
         return np.stack(maps)
 
-    def openings(self, view: DataView, inputs: list[Tensor]) -> list[str]:
-        return [" ".join([w for w in view.words(tokens) if w][: self.words]) for tokens in inputs]
-
 
 class AugmentationPreview(L.Callback):
     """The first training batch as the network sees it (after augmentation), as image `train/augmentation_preview`."""
@@ -336,8 +293,9 @@ class AugmentationPreview(L.Callback):
         self.done = True
         logger = tensorboard_logger(trainer)
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        view = data_view(pl_module)
-        if logger is None or not view.is_image_batch(x):
+        spec = data_spec(pl_module)
+        shown = spec.data_kind.preview(spec, x[: self.max_images]) if logger is not None else None
+        if shown is None:
             return
-        grid = make_grid(view.displayable(x[: self.max_images]), nrow=self.nrow, padding=2, pad_value=1.0)
+        grid = make_grid(shown, nrow=self.nrow, padding=2, pad_value=1.0)
         logger.experiment.add_image("train/augmentation_preview", grid, global_step=trainer.global_step)

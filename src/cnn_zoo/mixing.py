@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cnn_zoo.data.kinds import KindOption, kind_named
 from cnn_zoo.errors import CnnZooError
 
 MIXING_KEYS = ("mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob")
@@ -49,13 +50,11 @@ def mixing_config(augmentation: dict[str, Any] | None) -> dict[str, float] | Non
 
 
 def check_mixing(config: dict[str, float] | None, kind: str) -> None:
-    """Mixup and CutMix blend pixels and cut boxes: one line for data that is not images."""
-    if config and kind != "image":
+    """Mixup and CutMix blend pixels and cut boxes: one line for a data kind that does not take them."""
+    if config:
         on = [f"augmentation.{k}={config[k]}" for k in ("mixup_alpha", "cutmix_alpha") if config[k]]
-        raise CnnZooError(
-            f"{' '.join(on)} applies to images only, and this data ({kind}) is not images: "
-            "set augmentation.mixup_alpha=0 augmentation.cutmix_alpha=0"
-        )
+        fix = "set augmentation.mixup_alpha=0 augmentation.cutmix_alpha=0"
+        kind_named(kind).check_options([KindOption("mixing", " ".join(on), fix)])
 
 
 def check_label_smoothing(value: float) -> float:

@@ -4,7 +4,8 @@ Needs nothing but the checkpoint (or an exported model with its JSON sidecar: `m
 the spec inside says what the input is and how it is preprocessed. Inputs per kind:
 - images: a file or a folder (recursive); unreadable files are listed in one warning and in `unreadable.txt`;
 - text: a `.txt` file, a folder of them, or a CSV column (`input=reviews.csv input_column=text`);
-- sequences: a CSV with the training feature columns; one prediction per window end (`row`: its 0-based data row).
+- sequences: a CSV with the training feature columns; one prediction per window end (`row`: its 0-based data row);
+- a kind of your own: what its `DataKind.samples` reads (`cnn_zoo.data.kinds`).
 Output: `format=csv` (default) or `json`; `top_k=k` adds the k most probable classes; `tta=...` for images.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -24,10 +27,10 @@ from torch import Tensor
 from cnn_zoo import startup_gc
 from cnn_zoo.cli import entry_point
 from cnn_zoo.config import to_plain
+from cnn_zoo.data.kinds import RawInput
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
 from cnn_zoo.inference import load_classifier
-from cnn_zoo.inputs import Unreadable, batches
 from cnn_zoo.options import check_model_options
 from cnn_zoo.tta import TestTimeAugmentation
 
@@ -107,6 +110,13 @@ def write_table(table: pd.DataFrame, output: Path, fmt: str) -> None:
         table.to_csv(output, index=False, float_format="%.6f")
 
 
+def batches(spec: DataSpec, source: RawInput) -> Iterator[tuple[list[dict], Tensor]]:
+    """The kind's samples of `source` (its one reader of raw inputs), `batch_size` at a time: ids and inputs."""
+    samples = spec.data_kind.samples(spec, source)
+    while chunk := list(islice(samples, max(1, source.batch_size))):
+        yield [s.ids for s in chunk], torch.cat([s.x for s in chunk])
+
+
 def predict(cfg: DictConfig) -> pd.DataFrame:
     """Predict every sample of `cfg.input`; returns the table written to `cfg.output`."""
     L.seed_everything(cfg.seed, workers=True)
@@ -117,18 +127,20 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
         raise CnnZooError("ckpt_path is required: ckpt_path=outputs/runs/<run>/checkpoints/<name>.ckpt")
     predictor = predictor_for(cfg)
     class_names = list(predictor.spec.class_names)
-    unreadable = Unreadable()
+    source = RawInput(
+        cfg.input, cfg.get("input_column"), int(cfg.batch_size), int(cfg.num_workers), int(cfg.chunk_size)
+    )
     rows, outputs = [], []
     startup_gc.resume()
-    for batch in batches(predictor.spec, cfg, unreadable):
-        rows += batch.ids
-        outputs.append(predictor.probabilities(batch.x).float())
+    for ids, x in batches(predictor.spec, source):
+        rows += ids
+        outputs.append(predictor.probabilities(x).float())
     output = Path(str(cfg.output))
     output.parent.mkdir(parents=True, exist_ok=True)
-    if unreadable.files:
-        listing = "; ".join(f"{path} ({reason})" for path, reason in unreadable.files)
-        log.warning("%d unreadable image file(s) not predicted: %s", len(unreadable.files), listing)
-        (output.parent / "unreadable.txt").write_text("".join(f"{p}\t{reason}\n" for p, reason in unreadable.files))
+    if source.unreadable:
+        listing = "; ".join(f"{path} ({reason})" for path, reason in source.unreadable)
+        log.warning("%d unreadable file(s) not predicted: %s", len(source.unreadable), listing)
+        (output.parent / "unreadable.txt").write_text("".join(f"{p}\t{reason}\n" for p, reason in source.unreadable))
     if not rows:
         raise CnnZooError(f"nothing to predict in {cfg.input}")
     table = table_of(rows, torch.cat(outputs), class_names, int(cfg.get("top_k", 1)))

@@ -331,10 +331,12 @@ def add_top_losses(section: Section, folder: Path) -> None:
 
 def add_data(section: Section, folder: Path) -> None:
     """Counts per split (and per class where the datamodule reports them), and the files it skipped."""
-    facts = data_facts(read_json(folder / "data.json") or {})
-    names = [str(n) for n in facts.get("class_names") or []]
-    sizes = facts.get("split_sizes") or {}
-    per_class_counts = facts.get("split_class_counts") or {}
+    stored = read_json(folder / "data.json") or {}
+    spec = data_spec(stored)
+    names = [str(n) for n in (spec.class_names if spec else stored.get("class_names") or [])]
+    # a flat data.json of an early run that no spec can be read from: its counts by key, as it wrote them
+    sizes = spec.stats.split_sizes if spec else stored.get("split_sizes") or {}
+    per_class_counts = spec.stats.split_class_counts if spec else stored.get("split_class_counts") or {}
     if sizes or per_class_counts:
         section.data_header = ["split", "samples", *names] if per_class_counts else ["split", "samples"]
         order = {"train": 0, "val": 1, "test": 2}
@@ -344,25 +346,25 @@ def add_data(section: Section, folder: Path) -> None:
                 counts = per_class_counts.get(split) or []
                 row += [str(c) for c in counts] + [""] * (len(names) - len(counts))
             section.data_rows.append(row)
-    for key in ("kind", "num_classes", "input_shape", "normalization", "color_mode", "mode", "window"):
-        if facts.get(key) not in (None, "", []):
-            section.data_facts.append((key, str(facts[key])))
+    if spec is not None:
+        section.data_facts += [("kind", spec.kind), ("num_classes", str(spec.num_classes))]
+        section.data_facts += [("input_shape", str(list(spec.input_shape))), *spec.data_kind.summary(spec)]
     if names and not per_class_counts:
         section.data_facts.append(("classes", ", ".join(names)))
-    section.skipped = skipped_files(folder, facts)
+    section.skipped = skipped_files(folder, stored)
 
 
-def data_facts(stored: dict[str, Any]) -> dict[str, Any]:
-    """`data.json` as flat facts, whichever layout wrote it: the data spec (as checkpoints store it) or the flat
-    facts of earlier runs; the datamodule's extra keys (skipped files) kept."""
+def data_spec(stored: dict[str, Any]) -> Any:
+    """The `DataSpec` of `data.json`, whichever layout wrote it (the spec as checkpoints store it, or the flat
+    facts of earlier runs), or None when there is none to read."""
     from cnn_zoo.data.spec import DataSpec
 
     if not stored:
-        return {}
+        return None
     try:
-        return {**stored, **DataSpec.from_dict(stored).facts()}
+        return DataSpec.from_dict(stored)
     except Exception:  # noqa: BLE001  (a page shows what it can: an unreadable spec leaves the counts out)
-        return stored
+        return None
 
 
 def skipped_files(folder: Path, facts: dict[str, Any]) -> list[str]:

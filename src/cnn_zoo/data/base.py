@@ -64,13 +64,8 @@ class ZooDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
         self.spec: DataSpec | None = None
 
-    @property
-    def facts(self) -> dict[str, Any]:
-        """The flat dict view of `spec` that earlier versions published (empty before `setup()`)."""
-        return self.spec.facts() if self.spec is not None else {}
-
     def save_artifacts(self, run_dir: Path) -> None:
-        """Write what a run must keep beside its facts (augmentation pipeline, vocabulary, ...); none by default."""
+        """Write what a run must keep beside its data spec (augmentation pipeline, vocabulary, ...); none by default."""
 
     def loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
         if dataset is None:

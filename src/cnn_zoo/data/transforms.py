@@ -205,9 +205,9 @@ class ImageTransform:
 
 def eval_transform(spec: Any) -> ImageTransform:
     """The validation / test / predict preprocessing of a `DataSpec` (or its dict): all in a checkpoint."""
-    from cnn_zoo.data.spec import DataSpec
+    from cnn_zoo.data.spec import DataSpec, ImagePreprocessing
 
     spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
-    if spec.kind != "image":
+    if not isinstance(spec.preprocessing, ImagePreprocessing):
         raise CnnZooError(f"this data is {spec.kind}, not images: image preprocessing needs an image datamodule")
     return spec.preprocessing.transform()
