@@ -93,7 +93,8 @@ class InjectFault(L.Callback):
             trainer.logger.experiment.add_text("filler", "." * 8192, trainer.global_step)
             trainer.logger.experiment.flush()
         elif kind in SIGNALS:
-            os.kill(os.getpid(), SIGNALS[kind])
+            if trainer.is_global_zero:  # as `kill <pid>` does: to the launching process only (under DDP too)
+                os.kill(os.getpid(), SIGNALS[kind])
         elif kind == "kill_worker":
             workers = children(os.getpid())
             assert workers, "no DataLoader worker to kill (data.num_workers=0?)"

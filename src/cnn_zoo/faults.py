@@ -248,6 +248,15 @@ def record_divergence(err: Any) -> None:
 
 
 @contextmanager
+def ending_other_ranks() -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        end_other_ranks()
+        raise
+
+
+@contextmanager
 def quiet_writer_threads() -> Iterator[None]:
     """A writer thread that dies of a full disk (TensorBoard's event writer) prints no traceback: the main thread
     raises the same error at its next write, and that becomes the one line. Every other thread error is printed
@@ -277,7 +286,7 @@ def run_faults(cfg: DictConfig) -> Iterator[None]:
 
     run_dir = Path(str(cfg.paths.output_dir)).resolve()
     try:
-        with quiet_writer_threads():
+        with quiet_writer_threads(), ending_other_ranks():
             yield
     except Diverged as err:
         record_divergence(err)
@@ -307,6 +316,25 @@ def run_faults(cfg: DictConfig) -> Iterator[None]:
 
 
 def stop(message: str, status: int) -> None:
-    log.warning("%s", message)
-    print(message, file=sys.stderr)
+    from cnn_zoo.errors import global_rank, say
+
+    if global_rank() == 0:
+        log.warning("%s", message)
+    say(message, agreed=True)
     raise SystemExit(status)
+
+
+def ranks_will_stop() -> None:
+    """Every rank stops at this step (an agreed fault): Lightning's watcher must not kill rank zero meanwhile."""
+    if "cnn_zoo.distributed" in sys.modules:
+        from cnn_zoo.distributed import expect_ranks_to_stop
+
+        expect_ranks_to_stop()
+
+
+def end_other_ranks() -> None:
+    """After a fault, the DDP processes this one started are ended before it exits: none is left behind."""
+    if "cnn_zoo.distributed" in sys.modules:
+        from cnn_zoo.distributed import end_after_fault
+
+        end_after_fault()
