@@ -50,6 +50,7 @@ def test_a_nan_loss_under_ddp_is_one_line_from_rank_zero_and_exit_3(mnist_root: 
     recorded = metrics(run)
     assert recorded["status"] == "diverged" and recorded["error"] == line.removeprefix("error: ")
     assert line.removeprefix("error: ") in (run / "train_rank1.log").read_text()  # rank one logged it
+    assert "training diverged" not in result.stdout  # ...to its log file, not to the console a second time
     assert rank_processes(run) == []
 
 

@@ -73,7 +73,10 @@ def say(line: str, agreed: bool = False) -> None:
         return
     import logging
 
-    logging.getLogger(__name__).error("%s", line)
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, "%s", (line,), None)
+    for handler in logging.getLogger().handlers:  # its log file only: rank zero's line is the console's
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     if not agreed:
         print(f"{line.split(': ', 1)[0]}: (rank {rank}) {line.split(': ', 1)[-1]}", file=sys.stderr)
 
