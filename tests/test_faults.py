@@ -419,3 +419,36 @@ def test_the_slurm_trainer_config_gives_lightnings_slurm_environment_with_requeu
     assert [type(p) for p in plugins] == [AtomicCheckpointIO, SLURMEnvironment]
     assert plugins[1].auto_requeue and int(plugins[1].requeue_signal) == signal.SIGUSR1
     assert compose_cfg("trainer=slurm", "trainer.plugins.1.auto_requeue=false").trainer.plugins[1].auto_requeue is False
+
+
+# ---------------------------------------------------------------------- data.batch_size=auto
+def test_an_automatic_batch_size_on_the_cpu_without_a_cap_or_under_ddp_is_refused_in_one_line(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    line = one_line(cli(mnist_root, *ARGS, "data.batch_size=auto", f"hydra.run.dir={tmp_path / 'cpu'}"), 2)
+    assert line.startswith("error: data.batch_size=auto on the CPU needs a cap: ")
+    assert "set batch_size_finder.max_val=<largest batch to try>" in line
+    line = one_line(cli(mnist_root, *ARGS, "trainer=ddp_cpu", "data.batch_size=auto", "batch_size_finder.max_val=64",
+                        f"hydra.run.dir={tmp_path / 'ddp'}"), 2)  # fmt: skip
+    assert line.startswith("error: data.batch_size=auto runs Lightning's batch-size finder, which does not support DDP")
+
+
+def test_an_automatic_batch_size_is_found_applied_recorded_and_reused_on_resume(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = [a for a in ARGS if a not in ("data.batch_size=32", "trainer.max_epochs=3")]
+    args += ["data.batch_size=auto", "batch_size_finder.max_val=64", "trainer.max_epochs=2"]
+    stopped = cli(mnist_root, *args, f"hydra.run.dir={run}", **{FAULT: "sigterm", STEP: "5"})
+    one_line(stopped, 143, prefix="stopped")
+    assert json.loads((run / "batch_size.json").read_text()) == {"batch_size": 64}  # 2, 4, ... up to the cap
+    assert "data.batch_size=auto: 64 (Lightning's batch-size finder" in (run / "train.log").read_text()
+    assert not list(run.glob(".scale_batch_size_*"))  # the finder's own checkpoint is gone
+    resumed = cli(mnist_root, f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    assert "data.batch_size=auto: 64, found when this run started" in log and log.count("trying batch size 4") == 1
+    assert metrics(run)["data/batch_size"] == 64
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 8  # 240 images in batches of 64: 4 steps an epoch, 2 epochs
+    assert json.loads((run / "data.json").read_text())["datamodule"]["batch_size"] == 64

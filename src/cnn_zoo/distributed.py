@@ -112,7 +112,6 @@ def release(failed: bool = False, timeout: float = 120.0) -> None:
         _saved_env = None
 
 
-
 def expect_ranks_to_stop() -> None:
     """The ranks are about to stop on a fault they agree on (divergence, a stop signal), with a non-zero status.
 
