@@ -452,3 +452,4 @@ def test_an_automatic_batch_size_is_found_applied_recorded_and_reused_on_resume(
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 8  # 240 images in batches of 64: 4 steps an epoch, 2 epochs
     assert json.loads((run / "data.json").read_text())["datamodule"]["batch_size"] == 64
+    assert last["hyper_parameters"]["data"]["datamodule"]["batch_size"] == 64  # evaluate rebuilds the data with it

@@ -69,7 +69,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     trainer = build_trainer(cfg, extra_callbacks)
     if auto_batch == "search" and training:
         auto_batch_size.search(trainer, model, datamodule, cfg)
-        datamodule.spec = datamodule.spec.with_datamodule(to_plain(cfg.data))  # checkpoints hold the found size
+        datamodule.spec = datamodule.spec.with_datamodule(to_plain(cfg.data))  # data.json and checkpoints: the size
+        model.hparams["data"] = datamodule.spec.to_dict()
     if trainer.is_global_zero:
         write_json(cfg.paths.output_dir, "data.json", datamodule.spec.to_dict())  # as checkpoints hold it
         datamodule.save_artifacts(Path(cfg.paths.output_dir))
