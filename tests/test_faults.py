@@ -231,6 +231,95 @@ def test_a_full_disk_anywhere_in_the_exception_chain_is_found() -> None:
     assert full_disk_error(RuntimeError("other")) is None
 
 
+def test_a_full_disk_writing_train_log_stops_the_run_at_once_and_resume_finishes_it(
+    mnist_root: Path, whole: Path, small_disk
+) -> None:
+    disk = small_disk("20m")  # room enough: the disk is filled mid-epoch 2 by another file, then a record is logged
+    run = disk.path / "run"
+    result = cli(mnist_root, *ARGS, f"hydra.run.dir={run}", **{FAULT: "fill_disk_log", STEP: "10"})
+    line = one_line(result, 2)
+    assert line.startswith(f"error: no space left on device writing {run / 'train.log'} (0 bytes free in {run}, ")
+    assert " bytes needed); " in line or " KB needed); " in line
+    assert line.endswith(f"continue with resume={run} (the checkpoints saved before are whole)")
+    assert "Logging error" not in result.stderr  # logging's own traceback is not printed
+    epoch_one = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert epoch_one["epoch"] == 0 and not (run / "metrics.json").exists()  # stopped at once, in epoch 2
+    (disk.path / "filler").unlink()
+    resumed = cli(mnist_root, f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(whole, run)
+
+
+@pytest.mark.parametrize(
+    ("fault", "written", "extra"),
+    [
+        ("fill_disk_event", "tensorboard/events.out.tfevents.", ["logger=tensorboard", "+logger.tensorboard.flush_secs=0"]),  # noqa: E501
+        ("fill_disk_after_test", "metrics.json", []),
+    ],
+)  # fmt: skip
+def test_a_full_disk_writing_an_event_file_or_metrics_json_is_the_same_one_line(
+    fault: str, written: str, extra: list[str], mnist_root: Path, small_disk
+) -> None:
+    disk = small_disk("20m")
+    run = disk.path / "run"
+    result = cli(mnist_root, *ARGS, *extra, f"hydra.run.dir={run}", **{FAULT: fault, STEP: "10"})
+    line = one_line(result, 2)  # TensorBoard's writer thread dies of it too: no "Exception in thread" traceback
+    assert line.startswith(f"error: no space left on device writing {run / written}")
+    assert f" (0 bytes free in {run}" in line
+    assert line.endswith(f"continue with resume={run} (the checkpoints saved before are whole)")
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] >= 0
+    assert not list(run.rglob(".*.tmp"))
+
+
+def test_the_run_files_on_a_full_disk_name_themselves_and_leave_the_previous_file_whole(small_disk) -> None:
+    from cnn_zoo.faults import DiskFull
+    from cnn_zoo.pipeline import write_json
+    from cnn_zoo.report_page import write_run_page
+    from tests.fixtures_faults import fill_disk
+
+    disk = small_disk("1m")
+    write_json(disk.path, "data.json", {"classes": ["a", "b"]})
+    fill_disk(disk.path / "filler")
+    with pytest.raises(DiskFull) as raised:
+        write_json(disk.path, "data.json", {"classes": ["a" * 10000]})
+    assert raised.value.path == disk.path / "data.json" and raised.value.needed > 10000
+    assert json.loads((disk.path / "data.json").read_text()) == {"classes": ["a", "b"]}
+    with pytest.raises(DiskFull) as raised:
+        write_run_page(disk.path)  # any other failure of the page is a warning; a full disk stops the run
+    assert raised.value.path == disk.path / "report.html"
+    assert sorted(p.name for p in disk.path.iterdir()) == ["data.json", "filler"]
+
+
+def test_the_log_handler_writes_nothing_after_a_full_disk_and_keeps_loggings_other_errors(
+    small_disk, capsys: pytest.CaptureFixture
+) -> None:
+    import logging
+
+    from cnn_zoo.faults import DiskFull
+    from cnn_zoo.run_logging import RunLogFile
+    from tests.fixtures_faults import fill_disk
+
+    disk = small_disk("1m")
+    handler = RunLogFile(str(disk.path / "train.log"))
+    logger = logging.getLogger("tests.full_disk_log")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("bad %d", "format")  # a bug in a log call: logging's traceback, the run goes on
+        assert "--- Logging error ---" in capsys.readouterr().err
+        logger.warning("before")
+        fill_disk(disk.path / "filler")
+        with pytest.raises(DiskFull) as raised:
+            logger.warning("%s", "x" * 8192)
+        assert raised.value.path == disk.path / "train.log" and raised.value.needed == len("x" * 8192) + 1
+        logger.warning("after")  # dropped, not raised again: the run is stopping
+        handler.close()
+    finally:
+        logger.removeHandler(handler)
+    assert "before\n" in (disk.path / "train.log").read_text() and "after" not in (disk.path / "train.log").read_text()
+    assert capsys.readouterr().err == ""
+
+
 # ---------------------------------------------------------------------- stop signals
 @pytest.mark.parametrize(("kind", "status"), [("sigterm", 143), ("sigint", 130)])
 def test_a_stop_signal_mid_epoch_saves_and_the_resumed_run_is_the_same(
@@ -330,3 +419,37 @@ def test_the_slurm_trainer_config_gives_lightnings_slurm_environment_with_requeu
     assert [type(p) for p in plugins] == [AtomicCheckpointIO, SLURMEnvironment]
     assert plugins[1].auto_requeue and int(plugins[1].requeue_signal) == signal.SIGUSR1
     assert compose_cfg("trainer=slurm", "trainer.plugins.1.auto_requeue=false").trainer.plugins[1].auto_requeue is False
+
+
+# ---------------------------------------------------------------------- data.batch_size=auto
+def test_an_automatic_batch_size_on_the_cpu_without_a_cap_or_under_ddp_is_refused_in_one_line(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    line = one_line(cli(mnist_root, *ARGS, "data.batch_size=auto", f"hydra.run.dir={tmp_path / 'cpu'}"), 2)
+    assert line.startswith("error: data.batch_size=auto on the CPU needs a cap: ")
+    assert "set batch_size_finder.max_val=<largest batch to try>" in line
+    line = one_line(cli(mnist_root, *ARGS, "trainer=ddp_cpu", "data.batch_size=auto", "batch_size_finder.max_val=64",
+                        f"hydra.run.dir={tmp_path / 'ddp'}"), 2)  # fmt: skip
+    assert line.startswith("error: data.batch_size=auto runs Lightning's batch-size finder, which does not support DDP")
+
+
+def test_an_automatic_batch_size_is_found_applied_recorded_and_reused_on_resume(
+    mnist_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = [a for a in ARGS if a not in ("data.batch_size=32", "trainer.max_epochs=3")]
+    args += ["data.batch_size=auto", "batch_size_finder.max_val=64", "trainer.max_epochs=2"]
+    stopped = cli(mnist_root, *args, f"hydra.run.dir={run}", **{FAULT: "sigterm", STEP: "5"})
+    one_line(stopped, 143, prefix="stopped")
+    assert json.loads((run / "batch_size.json").read_text()) == {"batch_size": 64}  # 2, 4, ... up to the cap
+    assert "data.batch_size=auto: 64 (Lightning's batch-size finder" in (run / "train.log").read_text()
+    assert not list(run.glob(".scale_batch_size_*"))  # the finder's own checkpoint is gone
+    resumed = cli(mnist_root, f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    assert "data.batch_size=auto: 64, found when this run started" in log and log.count("trying batch size 4") == 1
+    assert metrics(run)["data/batch_size"] == 64
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 8  # 240 images in batches of 64: 4 steps an epoch, 2 epochs
+    assert json.loads((run / "data.json").read_text())["datamodule"]["batch_size"] == 64
+    assert last["hyper_parameters"]["data"]["datamodule"]["batch_size"] == 64  # evaluate rebuilds the data with it

@@ -19,6 +19,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import torch.distributed
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 _children: list[subprocess.Popen] = []  # processes this process started for the current job
+_observed: list[list[subprocess.Popen]] = []  # the launchers' own lists, watched by Lightning's observer thread
 _saved_env: dict[str, str | None] | None = None  # the DDP variables as they were before the job
 
 
@@ -76,6 +78,7 @@ class HydraJobLauncher(ScriptLauncher):
             command, cwd = job_command(local_rank)
             self.procs.append(subprocess.Popen(command, env=env, cwd=cwd))
         _children.extend(self.procs)
+        _observed.append(self.procs)
 
 
 class HydraDDPStrategy(LauncherChoosingDDPStrategy):
@@ -108,3 +111,36 @@ def release(failed: bool = False, timeout: float = 120.0) -> None:
                 os.environ[key] = value
         _saved_env = None
 
+
+def expect_ranks_to_stop() -> None:
+    """The ranks are about to stop on a fault they agree on (divergence, a stop signal), with a non-zero status.
+
+    why: Lightning's `_ChildProcessObserver` thread polls the launcher's `procs` every 5 s and SIGKILLs this
+    process as soon as a child exited non-zero, which would cut rank zero off while it saves, writes metrics.json
+    or prints the line. Emptying the list it watches (the launcher's own, in place) ends the thread at its next
+    poll; `_children` keeps the processes, which `end_after_fault` waits for. Public replacement: none in 2.6.
+    """
+    for procs in _observed:
+        procs.clear()
+    _observed.clear()
+
+
+def end_after_fault(timeout: float = 60.0) -> None:
+    """Rank zero stops on a fault (divergence, a stop signal, a full disk): its process group goes first, so a rank
+    still waiting in a collective gets an error at once instead of waiting for gloo's half-hour timeout; then the
+    ranks it started get `timeout` seconds to finish their own exit (they met the same fault at the same step)
+    before they are killed; no rank is left running after the command. The DDP variables are restored."""
+    expect_ranks_to_stop()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if not _children:
+        return
+    deadline = time.monotonic() + timeout
+    for proc in _children:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("stopping DDP process %d, still running %.0f s after rank zero stopped", proc.pid, timeout)
+            proc.kill()
+            proc.wait()
+    release(failed=True)

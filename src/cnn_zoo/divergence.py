@@ -148,6 +148,10 @@ class Divergence(SpikeDetectionHooks):
             fixes += ", or trainer.precision=bf16-mixed (float16 overflows)"
         message = f"{what}; {fixes}; {last_saved_checkpoint(trainer)}"
         run_dir = trainer.default_root_dir if trainer.is_global_zero else None
+        if trainer.world_size > 1:
+            from cnn_zoo.faults import ranks_will_stop
+
+            ranks_will_stop()
         raise Diverged(message, scalar_values(trainer.callback_metrics), run_dir)
 
     def state_dict(self) -> dict[str, Any]:

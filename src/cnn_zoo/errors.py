@@ -56,6 +56,31 @@ def user_error_in(err: BaseException) -> CnnZooError | None:
     return CnnZooError(f"bad config value{f' at {key}' if key else ''}: {message}")
 
 
+def global_rank() -> int:
+    """This process's rank in a distributed (DDP) run: Lightning's, once Lightning is loaded; 0 otherwise."""
+    module = sys.modules.get("lightning.fabric.utilities.rank_zero")
+    rank = getattr(getattr(module, "rank_zero_only", None), "rank", 0) if module is not None else 0
+    return int(rank or 0)
+
+
+def say(line: str, agreed: bool = False) -> None:
+    """Print the command's one line on stderr. Under DDP every rank meets a fault the ranks agree on (divergence,
+    a stop signal: `agreed`) at the same step: rank zero says it, the other ranks only log it to their own log
+    file; any other fault of another rank is printed with its rank, as it may be the only word of it."""
+    rank = global_rank()
+    if rank == 0:
+        print(line, file=sys.stderr)
+        return
+    import logging
+
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, "%s", (line,), None)
+    for handler in logging.getLogger().handlers:  # its log file only: rank zero's line is the console's
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    if not agreed:
+        print(f"{line.split(': ', 1)[0]}: (rank {rank}) {line.split(': ', 1)[-1]}", file=sys.stderr)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a `CnnZooError` raised inside the block into `error: <message>` on stderr and its exit status (2)."""
@@ -65,7 +90,7 @@ def user_errors() -> Iterator[None]:
         mistake = user_error_in(err)
         if mistake is None:
             raise
-        print(f"error: {mistake}", file=sys.stderr)
+        say(f"error: {mistake}", agreed=mistake.exit_status == EXIT_DIVERGED)
         raise SystemExit(mistake.exit_status) from None
 
 

@@ -69,6 +69,20 @@ class Stopped(Exception):
         return EXIT_SIGNAL_BASE + self.signum
 
 
+@contextmanager
+def writing(path: str | Path, needed: int | None = None) -> Iterator[None]:
+    """A full disk while writing `path` raised as `DiskFull` naming it and the bytes it needs (the `OSError` of
+    a failed `write()` names no file)."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except OSError as err:
+        if full_disk_error(err) is None:
+            raise
+        raise DiskFull(path, needed, err) from err
+
+
 def human_bytes(size: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if size < 1024 or unit == "TB":
@@ -116,9 +130,33 @@ def resume_advice(run_dir: Path) -> str:
     return f"free some space, then start the run again (it saved no checkpoint yet in {run_dir})"
 
 
+def file_being_written(err: BaseException) -> Path | None:
+    """The file a failed `write()` or `flush()` was writing, from its traceback: the `OSError` of a write names no
+    file, but the innermost frame of a writer knows it (TensorBoard's `GFile.filename`, a handler's
+    `baseFilename`, a file object's `name`, a `filename` or `path` argument)."""
+    found: Path | None = None
+    tb = err.__traceback__
+    while tb is not None:  # outermost first: the innermost match wins
+        names = tb.tb_frame.f_locals
+        owner = names.get("self")
+        for value in (
+            getattr(owner, "baseFilename", None), getattr(owner, "filename", None), names.get("filename"),
+            names.get("path"), getattr(owner, "name", None) if hasattr(owner, "write") else None,
+        ):  # fmt: skip
+            if isinstance(value, bytes):
+                value = value.decode(errors="replace")
+            if isinstance(value, str | Path) and os.path.isabs(str(value)):
+                found = Path(value)
+                break
+        tb = tb.tb_next
+    return found
+
+
 def disk_full_message(err: BaseException, run_dir: Path) -> str:
     os_error = full_disk_error(err)
     path = getattr(err, "path", None) or (Path(os_error.filename) if os_error and os_error.filename else None)
+    if path is None and os_error is not None:
+        path = file_being_written(os_error)
     needed = getattr(err, "needed", None)
     where = existing_folder(path.parent if path else run_dir)
     free = shutil.disk_usage(where).free
@@ -210,13 +248,46 @@ def record_divergence(err: Any) -> None:
 
 
 @contextmanager
+def ending_other_ranks() -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        end_other_ranks()
+        raise
+
+
+@contextmanager
+def quiet_writer_threads() -> Iterator[None]:
+    """A writer thread that dies of a full disk (TensorBoard's event writer) prints no traceback: the main thread
+    raises the same error at its next write, and that becomes the one line. Every other thread error is printed
+    as before. Set for the run only, by the command (never at import)."""
+    import threading
+
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and full_disk_error(args.exc_value) is not None:
+            log.debug("thread %s: %s", getattr(args.thread, "name", "?"), args.exc_value)
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        if threading.excepthook is hook:
+            threading.excepthook = previous
+
+
+@contextmanager
 def run_faults(cfg: DictConfig) -> Iterator[None]:
     """The faults of a training run, as one line each (see the module's docstring); everything else passes."""
     from cnn_zoo.divergence import Diverged
 
     run_dir = Path(str(cfg.paths.output_dir)).resolve()
     try:
-        yield
+        with quiet_writer_threads(), ending_other_ranks():
+            yield
     except Diverged as err:
         record_divergence(err)
         raise
@@ -245,6 +316,25 @@ def run_faults(cfg: DictConfig) -> Iterator[None]:
 
 
 def stop(message: str, status: int) -> None:
-    log.warning("%s", message)
-    print(message, file=sys.stderr)
+    from cnn_zoo.errors import global_rank, say
+
+    if global_rank() == 0:
+        log.warning("%s", message)
+    say(message, agreed=True)
     raise SystemExit(status)
+
+
+def ranks_will_stop() -> None:
+    """Every rank stops at this step (an agreed fault): Lightning's watcher must not kill rank zero meanwhile."""
+    if "cnn_zoo.distributed" in sys.modules:
+        from cnn_zoo.distributed import expect_ranks_to_stop
+
+        expect_ranks_to_stop()
+
+
+def end_other_ranks() -> None:
+    """After a fault, the DDP processes this one started are ended before it exits: none is left behind."""
+    if "cnn_zoo.distributed" in sys.modules:
+        from cnn_zoo.distributed import end_after_fault
+
+        end_after_fault()

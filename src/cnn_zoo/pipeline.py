@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
+from cnn_zoo.atomic import write_atomic
 from cnn_zoo.callbacks import ResumeCollection
 from cnn_zoo.classifier import Classifier
 from cnn_zoo.config import to_plain
@@ -22,6 +23,7 @@ from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.skipped import SkippedImages
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
+from cnn_zoo.faults import writing
 from cnn_zoo.hook_dispatch import skip_idle_batch_hooks
 from cnn_zoo.mixing import mixing_config
 from cnn_zoo.options import check_data_options
@@ -106,6 +108,7 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def write_json(output_dir: str | Path, name: str, content: Any) -> Path:
     path = Path(output_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2) + "\n")
+    text = json.dumps(content, indent=2) + "\n"
+    with writing(path, len(text.encode())):  # a full disk: one line naming the file; the previous file stays whole
+        write_atomic(path, text)
     return path

@@ -20,6 +20,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from cnn_zoo import report_figures as figures
+from cnn_zoo.faults import DiskFull, full_disk_error, writing
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +416,11 @@ def write_run_page(folder: str | Path) -> Path | None:
     folder = Path(folder)
     try:
         return write_page(folder)
+    except DiskFull:
+        raise  # a full disk stops the run like any other write (cnn_zoo.faults): the next files would fail too
     except Exception as err:  # the page is a view of finished work: it must not fail the run it shows
+        if isinstance(err, OSError) and full_disk_error(err) is not None:
+            raise DiskFull(folder / PAGE, None, err) from err
         log.warning("report.html not written: %s: %s", type(err).__name__, err)
         return None
 
@@ -425,7 +430,12 @@ def write_page(folder: Path) -> Path:
     text = render("run.html.j2", run=section)
     path = folder / PAGE
     tmp = folder / f".{PAGE}.tmp"
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        with writing(path, len(text.encode())):
+            tmp.write_text(text, encoding="utf-8")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     log.info("run page: %s", path)
     return path

@@ -9,7 +9,10 @@ entry points when a command's work starts, never at import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+import threading
 import warnings
 
 # Matched against a message's start (`warnings.filterwarnings`): why each is nothing for the user to act on.
@@ -54,3 +57,59 @@ def tidy_output() -> None:
     for handler in root.handlers:
         if not any(isinstance(f, DropLines) for f in handler.filters):
             handler.addFilter(DropLines())
+
+
+class RunLogFile(logging.FileHandler):
+    """The run's `train.log` (conf/hydra/default.yaml): a write that fails for want of space stops the run.
+
+    `logging`'s own handler prints a "--- Logging error ---" traceback to stderr at every record and the run goes
+    on unlogged until the next checkpoint write fails. This one raises `cnn_zoo.faults.DiskFull` (the file, the
+    bytes of the record, `resume=<run>`: one line, exit 2) at the first failed write and writes nothing after it.
+    A failure in another thread (a DataLoader's pin-memory thread) is raised by the main thread's next record.
+    Any other failure (a bad format string) keeps `logging`'s behaviour.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.failed: BaseException | None = None  # the disk-full error, once a write failed: nothing more is written
+        self.pending: BaseException | None = None  # raised in the main thread
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.pending is not None and threading.current_thread() is threading.main_thread():
+            pending, self.pending = self.pending, None
+            raise pending
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        err = sys.exc_info()[1]
+        from cnn_zoo.faults import DiskFull, full_disk_error  # only once a write failed: the module stays light
+
+        if err is None or full_disk_error(err) is None:
+            super().handleError(record)
+            return
+        self.failed = err
+        try:  # the record's bytes, in the stream's own encoding ("locale" is only a name for open())
+            needed = len((self.format(record) + self.terminator).encode(self.stream.encoding, "replace"))
+        except (AttributeError, LookupError, TypeError, ValueError):
+            needed = None
+        full = DiskFull(self.baseFilename, needed, err)
+        full.__cause__ = err
+        if threading.current_thread() is not threading.main_thread():
+            self.pending = full
+            return
+        raise full
+
+    def flush(self) -> None:
+        if self.failed is None:
+            super().flush()
+
+    def close(self) -> None:
+        if self.failed is None:
+            super().close()
+            return
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()  # its unwritten bytes cannot be written: dropped
+        logging.Handler.close(self)

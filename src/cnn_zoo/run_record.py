@@ -21,6 +21,9 @@ from typing import Any
 import lightning as L
 import torch
 
+from cnn_zoo.atomic import write_atomic
+from cnn_zoo.faults import writing
+
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
@@ -109,10 +112,9 @@ class RunRecord(L.Callback):
     def write(self) -> None:
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{RUN_FILE}.tmp"
-        tmp.write_text(json.dumps(self.record, indent=2) + "\n")
-        os.replace(tmp, self.folder / RUN_FILE)
+        text = json.dumps(self.record, indent=2) + "\n"
+        with writing(self.folder / RUN_FILE, len(text.encode())):  # a full disk: one line (cnn_zoo.faults)
+            write_atomic(self.folder / RUN_FILE, text)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero or self.folder is not None:

@@ -59,15 +59,16 @@ class StopSignals(Checkpoint):
         self.received: int | None = None
         self.previous: dict[int, Any] = {}
         self.world_size = 1
+        self.launcher: Any = None  # under DDP, rank zero's launcher: it passes SIGTERM on to the ranks it started
 
     # ------------------------------------------------------------------ handlers
     def handle(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        first = self.received is None
         self.received = signum
-        previous = self.previous.get(signum)
-        if signum == signal.SIGTERM and self.world_size > 1 and callable(previous):
-            previous(signum, frame)  # Lightning's: passes SIGTERM on to the other processes it launched
+        if signum == signal.SIGTERM and first and self.launcher is not None:
+            self.launcher.kill(signum)  # the ranks this process started note it too (they agree on the step anyway)
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -88,12 +89,16 @@ class StopSignals(Checkpoint):
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.world_size = trainer.world_size
+        launcher = getattr(trainer.strategy, "launcher", None)
+        self.launcher = launcher if self.world_size > 1 and getattr(launcher, "procs", None) else None
         if stage == "fit":
             self.received = None
             self.install()  # before the DataLoader workers are forked: they inherit it instead of dying on Ctrl-C
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning registered its SIGTERM handler after `setup`; ours decides (and calls Lightning's under DDP)
+        # Lightning registered its SIGTERM handler after `setup`; ours decides. Lightning's is not called: under DDP
+        # it broadcasts from inside the handler, a collective at whatever point the signal comes, out of step with
+        # the ranks' own collectives; the ranks agree on the stop in `should_stop` instead
         if signal.SIGTERM in self.signals and threading.current_thread() is threading.main_thread():
             lightning_handler = signal.getsignal(signal.SIGTERM)
             if lightning_handler != self.handle:
@@ -141,6 +146,10 @@ class StopSignals(Checkpoint):
 
     def stop(self, trainer: L.Trainer, checkpoint: Path) -> None:
         signum = int(self.received or signal.SIGTERM)
+        if trainer.world_size > 1:
+            from cnn_zoo.faults import ranks_will_stop
+
+            ranks_will_stop()
         requeued = self.requeue(trainer, signum)
         log.info("saved %s at epoch %d, step %d", checkpoint, trainer.current_epoch + 1, trainer.global_step)
         raise Stopped(signum, trainer.current_epoch + 1, trainer.global_step, checkpoint.parent.parent, requeued)

@@ -39,11 +39,14 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     from cnn_zoo import switches
     from cnn_zoo.checkpointing import resume_checkpoint
+    from cnn_zoo.config import to_plain
+    from cnn_zoo.data import auto_batch_size
     from cnn_zoo.inspection import log_run_hparams
     from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
     from cnn_zoo.report_page import write_run_page
 
     tidy_output()
+    auto_batch = auto_batch_size.prepare(cfg)  # data.batch_size=auto: a number from here on
     check_trainer_config(cfg.trainer)
     switches.check_switches(cfg)
     if (cfg.get("extras") or {}).get("print_config"):
@@ -64,6 +67,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         model = switches.tested_checkpoint_model(ckpt_path, cfg, datamodule.spec.class_names)
     switches.compile_network(model, cfg.get("compile"))
     trainer = build_trainer(cfg, extra_callbacks)
+    if auto_batch == "search" and training:
+        auto_batch_size.search(trainer, model, datamodule, cfg)
+        datamodule.spec = datamodule.spec.with_datamodule(to_plain(cfg.data))  # data.json and checkpoints: the size
+        model.hparams["data"] = datamodule.spec.to_dict()
     if trainer.is_global_zero:
         write_json(cfg.paths.output_dir, "data.json", datamodule.spec.to_dict())  # as checkpoints hold it
         datamodule.save_artifacts(Path(cfg.paths.output_dir))
@@ -82,6 +89,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(trainer.callback_metrics)
     result = scalar_metrics(metrics)
+    if auto_batch is not None:
+        result[auto_batch_size.METRIC] = float(cfg.data.batch_size)
     if trainer.is_global_zero:
         path = write_json(cfg.paths.output_dir, "metrics.json", result)
         write_run_page(cfg.paths.output_dir)  # report.html: cnn_zoo.report_page
