@@ -129,11 +129,9 @@ def has_image(folder: str) -> bool:
 
 
 def is_image_entry(entry: os.DirEntry) -> bool:
-    return (
-        entry.is_file()
-        and not entry.name.startswith(".")
-        and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-    )
+    """A visible file with an image extension (the name's last dot on: `os.path.splitext` for visible names)."""
+    name = entry.name
+    return not name.startswith(".") and name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS and entry.is_file()
 
 
 def class_folders(folder: Path) -> list[str]:
