@@ -285,10 +285,30 @@ def test_cached_augmentation_free_batches_are_read_whole_and_equal_the_per_sampl
         vx, _ = next(iter(dm.val_dataloader()))
         assert torch.equal(vx, torch.stack([dm.val_set[i][0] for i in range(5)]))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(*batches, strict=True))  # any worker count
-    augmented = datamodule(root, tmp_path / "c", cache=cache, augmentation=augmentation("flip"))
-    assert not augmented.train_set.batchable and not isinstance(augmented.train_dataloader(), FinishingLoader)
     pinned = datamodule(root, tmp_path / "c", cache=cache, pin_memory=True)
     assert not isinstance(pinned.train_dataloader(), FinishingLoader)
+
+
+@pytest.mark.parametrize(("cache", "name"), [("disk", "flip_rotate_zoom"), ("none", "strong")])
+def test_augmented_batches_ship_uint8_and_equal_the_per_sample_pipeline(tmp_path: Path, cache: str, name: str) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+    batches = []
+    for workers in (0, 2):
+        dm = datamodule(root, tmp_path / "c", cache=cache, num_workers=workers, batch_size=5,
+                        augmentation=augmentation(name))  # fmt: skip
+        loader = dm.train_dataloader()
+        assert isinstance(loader, FinishingLoader) and dm.train_set.batched and dm.train_set.augment is not None
+        loader.sampler.set_epoch(1)
+        order = list(loader.sampler)  # (index, sample seed) pairs
+        got = [x for x, _ in loader]
+        dm.train_set.batched = False
+        expected = [torch.stack([dm.train_set[pair][0] for pair in order[k : k + 5]]) for k in range(0, 12, 5)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+        batches.append(got)
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))  # any worker count
+    dm.train_set.batched = True
+    shipped, labels = dm.train_set.__getitems__(order[:5])  # what a worker hands over: uint8, normalised after
+    assert shipped.dtype == torch.uint8 and shipped.shape == (5, 3, 16, 16) and labels.dtype == torch.int64
 
 
 def test_lightning_rebuilding_a_finishing_loader_for_ddp_keeps_its_finish(tmp_path: Path) -> None:

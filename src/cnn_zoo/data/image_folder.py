@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -239,6 +240,19 @@ def scan(
     return good, outputs, bad
 
 
+def uint8_augmentations(augment: Sequence[Any]) -> bool:
+    """Whether these albumentations transforms keep a uint8 image uint8 and its size (probed on a gray image):
+    then the training loader can ship their output as uint8 batches, normalised after."""
+    import albumentations as A
+
+    probe = np.full((32, 32, 3), 128, dtype=np.uint8)
+    try:
+        out = A.Compose([*augment])(image=probe)["image"]
+    except Exception:  # a transform that needs other inputs: keep the per-sample path
+        return False
+    return isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == probe.shape
+
+
 class ImageFiles(SeededSamples, Dataset):
     """(image tensor, class index) pairs; images come from the cache (an array or a mapped file) or are decoded
     on access.
@@ -248,17 +262,28 @@ class ImageFiles(SeededSamples, Dataset):
     With `raw` set (device augmentation), items are (uint8 CHW tensor, label[, sample_seed]) instead: the batch
     is augmented and normalised on the device, from the seeds it carries (-1: no seed).
 
-    With `batched` set (a cache and nothing random before the normalisation: `batchable`), the DataLoader asks
-    for whole batches (`__getitems__`): the batch's rows are read in file order into one uint8 (N, C, H, W)
-    tensor, which is what crosses from a worker process (a quarter of float32's bytes), and `finish_batch`
-    normalises it in the loading process with the pipeline's own per-channel table: the same float32 values
-    as the per-sample path, at a fraction of its CPU time.
+    With `batched` set, the DataLoader asks for whole batches (`__getitems__`): one uint8 (N, C, H, W) tensor,
+    which is what crosses from a worker process (a quarter of float32's bytes), and `finish_batch` normalises it
+    in the loading process with the pipeline's own per-channel table: the same float32 values as the per-sample
+    path, at a fraction of its CPU time. Cached rows without augmentation are read in file order in one go;
+    otherwise each image is decoded (or read) and augmented on its own, uint8 in, uint8 out (`augment`: the
+    pipeline's transforms before its normalisation, drawing from the sample's seed exactly as the whole pipeline
+    does, since the normalisation draws nothing).
     """
 
-    def __init__(self, samples: Sequence[tuple[Any, int]], transform: ImageTransform, cache: Any = None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[tuple[Any, int]],
+        transform: ImageTransform,
+        cache: Any = None,
+        augment: Any = None,
+        plain: ImageTransform | None = None,
+    ) -> None:
         self.samples = FileSamples.of(samples)
         self.transform = transform
         self.cache = cache
+        self.augment = augment  # `transform`'s augmentations alone (an albumentations Compose), or None
+        self.plain = plain or transform  # the same normalisation, nothing random: its table is `normalize`
         self.raw = False
         self.batched = False
         self.normalize: LutNormalize | None = None
@@ -294,8 +319,8 @@ class ImageFiles(SeededSamples, Dataset):
 
     @property
     def batchable(self) -> bool:
-        """Whether whole batches can be read and normalised at once: cached rows, no per-sample randomness."""
-        return self.cache is not None and not self.transform.random and not self.raw
+        """Whether whole uint8 batches can be served: not raw, and any randomness in `augment` (uint8 -> uint8)."""
+        return not self.raw and not self.plain.random and (not self.transform.random or self.augment is not None)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[Any, ...]:
         index, seed = index if isinstance(index, tuple) else (index, None)
@@ -310,17 +335,38 @@ class ImageFiles(SeededSamples, Dataset):
         if not self.batched:
             return [self[index] for index in indices]
         rows = np.asarray([index[0] if isinstance(index, tuple) else index for index in indices], dtype=np.int64)
-        images = self.cache.read_rows(rows) if isinstance(self.cache, MappedImages) else self.cache[rows]
+        if self.transform.random or self.cache is None:
+            images = np.stack([self.augmented(index) for index in indices])
+        elif isinstance(self.cache, MappedImages):
+            images = self.cache.read_rows(rows)
+        else:
+            images = self.cache[rows]
         batch = torch.empty((len(rows), images.shape[3], *images.shape[1:3]), dtype=torch.uint8)
         if get_worker_info() is not None:  # written once, straight into what the worker hands over
             batch.share_memory_()
         batch.copy_(torch.from_numpy(images).permute(0, 3, 1, 2))
         return [batch, torch.from_numpy(self.samples.labels[rows])]
 
+    def augmented(self, index: int | tuple[int, int]) -> np.ndarray:
+        """One image, uint8 (H, W, C), through `augment` when the pipeline has randomness (seeded as `transform`)."""
+        index, seed = index if isinstance(index, tuple) else (index, None)
+        image = self.image(index)
+        if not self.transform.random:
+            return image
+        if seed is not None:
+            self.augment.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        out = self.augment(image=image)["image"]
+        if out.dtype != np.uint8 or out.shape != image.shape:
+            raise CnnZooError(
+                f"an augmentation turned a uint8 {image.shape} image into {out.dtype} {out.shape}: the training "
+                "loader serves uint8 batches of one size; set data.pin_memory=true to keep the per-sample path"
+            )
+        return out
+
     def finish_batch(self, batch: list[Tensor]) -> list[Tensor]:
         """A `__getitems__` batch, normalised as the per-sample pipeline does (in the loading process)."""
         if self.normalize is None:
-            self.normalize = LutNormalize.of(self.transform, batch[0].shape[1])
+            self.normalize = LutNormalize.of(self.plain, batch[0].shape[1])
         return [self.normalize(batch[0]), *batch[1:]]
 
 
@@ -537,7 +583,7 @@ class ImageFolderDataModule(ZooDataModule):
         good, outputs, bad = scan(samples, work, self.num_workers or 1, stage)
         self.check_bad(bad, good, split)
         cache = np.stack(outputs) if memory else None
-        return ImageFiles(good, transform, cache)
+        return self.image_files(good, transform, cache)
 
     def load_disk(self, samples: Samples, transform: ImageTransform, split: str) -> ImageFiles:
         """Map this split's decoded cache, decoding it first when no whole one matches the files."""
@@ -553,7 +599,16 @@ class ImageFolderDataModule(ZooDataModule):
         bad = [(Path(samples.paths[row]), reason) for row, reason in bad_rows]
         good = samples.take(mapped.rows) if bad_rows else samples
         self.check_bad(bad, good, split)
-        return ImageFiles(good, transform, mapped)
+        return self.image_files(good, transform, mapped)
+
+    def image_files(self, samples: FileSamples, transform: ImageTransform, cache: Any) -> ImageFiles:
+        """The dataset of a split; the training one also gets its augmentations alone, for whole uint8 batches."""
+        augment = None
+        if transform is self.train_transform and self.augment and uint8_augmentations(self.augment):
+            import albumentations as A
+
+            augment = A.Compose(list(self.augment))
+        return ImageFiles(samples, transform, cache, augment=augment, plain=self.eval_transform)
 
     def check_bad(self, bad: list[tuple[Path, str]], good: Samples, split: str) -> None:
         """Record the unreadable files of a split; fatal with `on_bad_file=error`, or when none is readable."""
