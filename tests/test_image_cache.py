@@ -289,6 +289,18 @@ def test_cached_augmentation_free_batches_are_read_whole_and_equal_the_per_sampl
     assert not isinstance(pinned.train_dataloader(), FinishingLoader)
 
 
+@pytest.mark.parametrize(("mode", "channels"), [("grayscale", 1), ("rgba", 4)])
+def test_whole_batches_of_one_and_four_channels_equal_the_per_sample_pipeline(
+    tmp_path: Path, mode: str, channels: int
+) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=4, odd_files=False)
+    dm = datamodule(root, tmp_path / "c", cache="memory", color_mode=mode, normalization="imagenet", batch_size=8)
+    x, _ = next(iter(dm.val_dataloader()))
+    assert x.shape == (4, channels, 16, 16) and dm.val_set.batched
+    dm.val_set.batched = False
+    assert torch.equal(x, torch.stack([dm.val_set[i][0] for i in range(4)]))
+
+
 @pytest.mark.parametrize(("cache", "name"), [("disk", "flip_rotate_zoom"), ("none", "strong")])
 def test_augmented_batches_ship_uint8_and_equal_the_per_sample_pipeline(tmp_path: Path, cache: str, name: str) -> None:
     root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
