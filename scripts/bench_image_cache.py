@@ -1,18 +1,21 @@
 """Image folders of any size: memory, start-up time and loader rate with the decoded cache on disk (issue 37).
 
-    python scripts/bench_image_cache.py --sizes 25000 100000 --root /work/bigfolder --steps 5 --ddp 4000
+    python scripts/bench_image_cache.py --sizes 25000 100000 --root /work/bigfolder --ddp 4000
+    python scripts/bench_image_cache.py --sizes 25000 100000 --root /work/bigfolder --warm-only --ddp 4000
     python scripts/bench_image_cache.py --sizes 4000 --root /tmp/bigfolder --steps 5   # a quick look
 
 For each size N it builds `<root>/n<N>/{train,validation}/{cats,dogs}/` (80/20) from the 4,000 photos of
 `$CNN_ZOO_DATA_DIR/cats_and_dogs_small`, as hard links (copies where linking is refused) under new names, outside
-the repository. Then, each in a fresh process:
+the repository; the decoded caches live in `<cache-dir>/n<N>` (default `<root>/cache`). Then, each in a fresh
+process that makes the settings the `cnn-zoo-*` commands make (OpenMP's waiting, freed memory kept):
 - a training run of `--steps` steps (small_cnn, 180x180, `data.cache=disk`), cold (its cache folder emptied
-  first: the decode) and warm (the cache mapped): time from the process's start to the first training step,
-  peak resident memory of the training process (VmHWM; and its anonymous part, RssAnon, sampled: mapped cache
-  pages are file-backed page cache, shared between processes and dropped by the loader every 256 MB read) and
-  the training steps' images/s;
-- the training loader alone from the warm cache: images/s with 0 and 2 workers, without and with augmentation
-  (flip_rotate_zoom in the workers; and `augmentation.device=accelerator`, here on the CPU), per core used;
+  first: the decode; skipped with `--warm-only` when the cache is there) and warm (the cache mapped): wall time
+  and CPU seconds from the process's start to the first training step, peak resident memory (VmHWM; and its
+  anonymous part, RssAnon, sampled) and the training steps' images/s;
+- the training loader alone from the warm cache, 0 and 2 workers, without and with augmentation
+  (flip_rotate_zoom in the workers; and `augmentation.device=accelerator`, here on the CPU): images per second
+  of wall time, and per CPU second of the loading process and its workers together (the per-core rate, which
+  other load on the machine does not lower);
 - the model alone (`scripts/bench_loader.py`'s `model_rate`): training images/s on batches in memory;
 - with `--ddp N`, a two-process `trainer=ddp_cpu` run on N photos with an empty cache folder: the
   number of processes that decoded (one) and that mapped.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -126,12 +130,14 @@ def run_training(overrides: list[str], started: float) -> dict[str, Any]:
     class Clock(L.Callback):
         def __init__(self) -> None:
             self.first: float | None = None
+            self.first_cpu = 0.0
             self.times: list[float] = []
             self.images = 0
 
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:
             now = time.time()
-            self.first = self.first or now
+            if self.first is None:
+                self.first, self.first_cpu = now, cpu_seconds()
             self.times.append(now)
             if len(self.times) > 2:
                 self.images += len(batch[1])
@@ -141,7 +147,27 @@ def run_training(overrides: list[str], started: float) -> dict[str, Any]:
     train(cfg, extra_callbacks=[clock])
     steps = clock.times[2:]
     rate = clock.images / (steps[-1] - clock.times[1]) if len(steps) > 1 else float("nan")
-    return {"first_step_s": round(clock.first - started, 1), "train_images_per_s": round(rate, 1)}
+    return {
+        "first_step_s": round(clock.first - started, 1),
+        "first_step_cpu_s": round(clock.first_cpu, 1),
+        "train_images_per_s": round(rate, 1),
+    }
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (or of `pid`, from /proc)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(iterator: Any) -> list[int]:
+    """The DataLoader worker processes behind an iterator (through the project's iterator wrappers)."""
+    while not hasattr(iterator, "_workers") and hasattr(iterator, "iterator"):
+        iterator = iterator.iterator
+    return [worker.pid for worker in getattr(iterator, "_workers", [])]
 
 
 def run_loader(overrides: list[str], batches: int) -> dict[str, Any]:
@@ -167,20 +193,24 @@ def run_loader(overrides: list[str], batches: int) -> dict[str, Any]:
             iterator = iter(loader)
             for _ in range(5):  # workers started, the first rows read: not part of the steady rate
                 next(iterator)
-            seen, start = 0, time.perf_counter()
+            pids = [os.getpid(), *worker_pids(iterator)]
+            seen, start, cpu = 0, time.perf_counter(), sum(map(cpu_seconds, pids))
             for _ in range(batches):
                 try:
                     batch = next(iterator)
-                except StopIteration:  # a small folder: the next epoch
+                except StopIteration:  # a small folder: the next epoch (new workers: counted from here)
                     iterator = iter(loader)
                     batch = next(iterator)
                 batch = datamodule.on_after_batch_transfer(batch, 0)  # the device half, here on the CPU
                 seen += len(batch[0])
-            rate = seen / (time.perf_counter() - start)
+            wall, cpu = time.perf_counter() - start, sum(map(cpu_seconds, pids)) - cpu
             rows[f"{name}, {workers} workers"] = {
-                "images_per_s": round(rate, 1),
-                "per_core": round(rate / max(1, workers), 1),
+                "images_per_s": round(seen / wall, 1),
+                "per_cpu_s": round(seen / max(cpu, 1e-9), 1),
+                "cpu_s": round(cpu, 2),
+                "wall_per_worker": round(seen / wall / max(1, workers), 1),
             }
+            del iterator, loader  # its workers end before the next configuration's start
             print(name, workers, rows[f"{name}, {workers} workers"], flush=True)
         if name == "none":
             build_classifier(cfg, datamodule.spec)
@@ -189,6 +219,10 @@ def run_loader(overrides: list[str], batches: int) -> dict[str, Any]:
 
 
 def child_main(args: argparse.Namespace) -> None:
+    from cnn_zoo import memory, performance
+
+    performance.set_openmp_defaults()  # what `cnn-zoo-train` sets before torch loads
+    memory.keep_freed_memory()
     sys.path.insert(0, str(ROOT))
     if args.child == "train":
         result = run_training(args.overrides, args.started)
@@ -207,6 +241,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="loader batches timed")
     parser.add_argument("--ddp", type=int, metavar="N", help="also a two-process ddp_cpu run on a folder of N photos")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks")
+    parser.add_argument("--cache-dir", type=Path, help="where the decoded caches live (default: <root>/cache)")
+    parser.add_argument(
+        "--warm-only",
+        action="store_true",
+        help="keep the caches there are (no cold run where one is complete): the warm figures only",
+    )
+    parser.add_argument("--skip-loader", action="store_true", help="no loader / model rates")
     parser.add_argument("--child", choices=["train", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
@@ -217,25 +258,29 @@ def main() -> None:
 
     photos = Path(os.environ.get("CNN_ZOO_DATA_DIR", "data")) / "cats_and_dogs_small"
     results: dict[str, Any] = {}
+    cache_root = args.cache_dir or args.root / "cache"
     for size in args.sizes:
         folder = build_folder(args.root, size, photos)
-        cache = args.root / f"cache-n{size}"
-        shutil.rmtree(cache, ignore_errors=True)
+        cache = cache_root / f"n{size}"
+        warm_cache = len(list(cache.glob("decoded_images/*.json"))) >= 2  # train and validation manifests
+        if not (args.warm_only and warm_cache):
+            shutil.rmtree(cache, ignore_errors=True)
         data = ["data=image_folder", f"data.folder={folder}", "data.cache=disk", f"data.cache_dir={cache}"]
         training = [*data, *MODEL, *QUIET, "trainer=cpu", f"+trainer.max_steps={args.steps}"]
         row: dict[str, Any] = {}
-        for state in ("cold", "warm"):
+        for state in ("warm",) if args.warm_only and warm_cache else ("cold", "warm"):
             row[state] = child("train", training)
             print(size, state, row[state], flush=True)
-        loader = child("loader", [*data, *MODEL, "trainer=cpu"], args.batches)
-        row["loader"] = {k: v for k, v in loader.items() if isinstance(v, dict)}
-        row["loader_peak_rss_mb"] = loader["peak_rss_mb"]
+        if not args.skip_loader:
+            loader = child("loader", [*data, *MODEL, "trainer=cpu"], args.batches)
+            row["loader"] = {k: v for k, v in loader.items() if isinstance(v, dict)}
+            row["loader_peak_rss_mb"] = loader["peak_rss_mb"]
         row["cache_gb"] = round(sum(p.stat().st_size for p in cache.rglob("*.u8")) / 2**30, 2)
         results[str(size)] = row
     if args.ddp:
         size = args.ddp
         folder = build_folder(args.root, size, photos)
-        cache = args.root / f"cache-ddp-n{size}"
+        cache = cache_root / f"ddp-n{size}"
         shutil.rmtree(cache, ignore_errors=True)
         run = Path(tempfile.mkdtemp(prefix="bench_ddp_"))
         command = [sys.executable, "-m", "cnn_zoo.train", "data=image_folder", f"data.folder={folder}",
@@ -263,22 +308,28 @@ def main() -> None:
 def report(out: Path, results: dict[str, Any]) -> None:
     from bench_common import machine
 
-    lines = [f"Machine: {machine()}; other agents were loading its 2 cores during the runs.", ""]
-    lines += ["| photos | cache | first step (s) | peak RSS (MB) | of it anonymous (MB) | train img/s |",
-              "|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    load = os.getloadavg()
+    lines = [f"Machine: {machine()}; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+             "(1/5/15 min): other processes may have been loading its cores; CPU seconds are not lowered by them.",
+             ""]  # fmt: skip
+    lines += ["| photos | cache | first step: wall (s) | its CPU (s) | peak RSS (MB) | of it anonymous (MB) "
+              "| train img/s |", "|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for size, row in results.items():
         if size == "ddp":
             continue
         for state in ("cold", "warm"):
-            r = row[state]
-            lines.append(f"| {int(size):,} | {state} | {r['first_step_s']} | {r['peak_rss_mb']} | {r['peak_anon_mb']} "
-                         f"| {r['train_images_per_s']} |")  # fmt: skip
-    lines += ["", "| photos | loader | images/s | per core |", "|---:|---|---:|---:|"]
+            if state in row:
+                r = row[state]
+                lines.append(f"| {int(size):,} | {state} | {r['first_step_s']} | {r.get('first_step_cpu_s', '')} "
+                             f"| {r['peak_rss_mb']} | {r['peak_anon_mb']} | {r['train_images_per_s']} |")  # fmt: skip
+    lines += ["", "| photos | loader (warm cache) | images/s (wall) | images per CPU second (per core) | CPU s |",
+              "|---:|---|---:|---:|---:|"]  # fmt: skip
     for size, row in results.items():
         if size == "ddp":
             continue
-        for name, r in row["loader"].items():
-            lines.append(f"| {int(size):,} | {name} | {r['images_per_s']} | {r.get('per_core', '')} |")
+        for name, r in row.get("loader", {}).items():
+            lines.append(f"| {int(size):,} | {name} | {r['images_per_s']} | {r.get('per_cpu_s', '')} "
+                         f"| {r.get('cpu_s', '')} |")  # fmt: skip
     if "ddp" in results:
         ddp = results["ddp"]
         lines += ["", f"Two-process ddp_cpu run (exit {ddp['exit']}, {ddp['wall_s']} s), per rank's log: "

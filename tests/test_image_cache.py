@@ -20,8 +20,17 @@ from PIL import Image
 
 import cnn_zoo.data.transforms as transforms_module
 from cnn_zoo.config import to_plain
+from cnn_zoo.data.batches import FinishingLoader
+from cnn_zoo.data.decoded_cache import MappedImages
 from cnn_zoo.data.device_augment import DeviceAugmentation
-from cnn_zoo.data.image_folder import ImageFolderDataModule
+from cnn_zoo.data.image_folder import (
+    FileSamples,
+    ImageFolderDataModule,
+    class_folders,
+    image_files,
+    list_samples,
+    split_samples,
+)
 from cnn_zoo.data.transforms import augmentation_transforms, decode_image
 from cnn_zoo.errors import CnnZooError
 from tests.fixtures import make_image_folder
@@ -203,6 +212,134 @@ def test_auto_caches_in_memory_below_the_threshold_and_on_disk_above(tmp_path: P
         ImageFolderDataModule(data_dir=str(tmp_path), cache="ram")
 
 
+# ---------------------------------------------------------------------- listing and whole-batch reads
+def test_listing_keeps_pathlib_order_and_files_samples_behave_as_pairs(tmp_path: Path) -> None:
+    root = tmp_path / "pets" / "cats"
+    for relative in ("a-b/x.jpg", "a/x.jpg", "a/b/y.png", "a b.jpg", "a.jpg", "Z.JPG", ".hidden.jpg", "notes.txt"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"")
+    expected = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".png")
+                      and not p.name.startswith("."))  # fmt: skip
+    assert image_files(root) == expected  # component by component ("a/..." before "a-b/..."), not by string
+    samples = list_samples(root.parent, ["cats"])
+    assert isinstance(samples, FileSamples) and list(samples) == [(path, 0) for path in expected]
+    assert samples == [(path, 0) for path in expected] and samples[1] == (expected[1], 0)
+    assert samples[1:3] == FileSamples([str(p) for p in expected[1:3]], [0, 0]) and len(samples.take([4, 0])) == 2
+    assert class_folders(root.parent) == ["cats"] and class_folders(tmp_path / "nowhere") == []
+
+
+def test_split_samples_draws_the_same_splits_as_the_list_of_pairs_did(tmp_path: Path) -> None:
+    pairs = [(Path(f"/d/{label}/{i}.jpg"), label) for label in (0, 1, 2) for i in range(7 + 3 * label)]
+
+    def reference(samples, fractions, seed):  # the earlier list-based code, kept here as the specification
+        rng = np.random.default_rng(seed)
+        parts = [[] for _ in range(len(fractions) + 1)]
+        for label in sorted({label for _, label in samples}):
+            members = [s for s in samples if s[1] == label]
+            order = rng.permutation(len(members))
+            counts = [round(len(members) * f) for f in fractions]
+            cuts = [0, len(members) - sum(counts)]
+            for count in counts:
+                cuts.append(cuts[-1] + count)
+            for part, (low, high) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+                parts[part] += [members[i] for i in order[low:high]]
+        return parts
+
+    for fractions, seed in (([0.25], 1), ([0.2, 0.3], 7)):
+        got = split_samples(FileSamples.of(pairs), fractions, seed)
+        assert [list(part) for part in got] == reference(pairs, fractions, seed)
+
+
+def test_mapped_rows_read_as_a_batch_equal_the_rows_read_one_by_one(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).integers(0, 256, (9, 4, 5, 3), dtype=np.uint8)
+    path = tmp_path / "rows.u8"
+    path.write_bytes(rows.tobytes())
+    mapped = MappedImages(path, rows.shape, np.array([0, 2, 3, 5, 6, 8]))  # rows 1, 4, 7 did not decode
+    wanted = np.array([5, 0, 3, 3, 1])
+    assert np.array_equal(mapped.read_rows(wanted), np.stack([mapped[i] for i in wanted.tolist()]))
+    assert np.array_equal(mapped.read_rows(wanted), rows[[8, 0, 5, 5, 2]])
+
+
+@pytest.mark.parametrize("cache", ["disk", "memory"])
+def test_cached_augmentation_free_batches_are_read_whole_and_equal_the_per_sample_pipeline(
+    tmp_path: Path, cache: str
+) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+    batches = []
+    for workers in (0, 2):
+        dm = datamodule(root, tmp_path / "c", cache=cache, num_workers=workers, batch_size=5,
+                        normalization="imagenet")  # fmt: skip
+        loader = dm.train_dataloader()
+        assert isinstance(loader, FinishingLoader) and dm.train_set.batched
+        loader.sampler.set_epoch(2)
+        order = list(loader.sampler)
+        got = list(loader)
+        dm.train_set.batched = False  # the per-sample path: albumentations' Normalize on each image
+        expected = [torch.stack([dm.train_set[i][0] for i in order[k : k + 5]]) for k in range(0, 12, 5)]
+        labels = [torch.tensor([dm.train_set[i][1] for i in order[k : k + 5]]) for k in range(0, 12, 5)]
+        assert [len(y) for _, y in got] == [5, 5, 2]
+        for (x, y), want, want_y in zip(got, expected, labels, strict=True):
+            assert x.dtype == torch.float32 and x.is_contiguous() and torch.equal(x, want)
+            assert y.dtype == torch.int64 and torch.equal(y, want_y)
+        batches.append(got)
+        vx, _ = next(iter(dm.val_dataloader()))
+        assert torch.equal(vx, torch.stack([dm.val_set[i][0] for i in range(5)]))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(*batches, strict=True))  # any worker count
+    pinned = datamodule(root, tmp_path / "c", cache=cache, pin_memory=True)
+    assert not isinstance(pinned.train_dataloader(), FinishingLoader)
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("grayscale", 1), ("rgba", 4)])
+def test_whole_batches_of_one_and_four_channels_equal_the_per_sample_pipeline(
+    tmp_path: Path, mode: str, channels: int
+) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=4, odd_files=False)
+    dm = datamodule(root, tmp_path / "c", cache="memory", color_mode=mode, normalization="imagenet", batch_size=8)
+    x, _ = next(iter(dm.val_dataloader()))
+    assert x.shape == (4, channels, 16, 16) and dm.val_set.batched
+    dm.val_set.batched = False
+    assert torch.equal(x, torch.stack([dm.val_set[i][0] for i in range(4)]))
+
+
+@pytest.mark.parametrize(("cache", "name"), [("disk", "flip_rotate_zoom"), ("none", "strong")])
+def test_augmented_batches_ship_uint8_and_equal_the_per_sample_pipeline(tmp_path: Path, cache: str, name: str) -> None:
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+    batches = []
+    for workers in (0, 2):
+        dm = datamodule(root, tmp_path / "c", cache=cache, num_workers=workers, batch_size=5,
+                        augmentation=augmentation(name))  # fmt: skip
+        loader = dm.train_dataloader()
+        assert isinstance(loader, FinishingLoader) and dm.train_set.batched and dm.train_set.augment is not None
+        loader.sampler.set_epoch(1)
+        order = list(loader.sampler)  # (index, sample seed) pairs
+        got = [x for x, _ in loader]
+        dm.train_set.batched = False
+        expected = [torch.stack([dm.train_set[pair][0] for pair in order[k : k + 5]]) for k in range(0, 12, 5)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+        batches.append(got)
+    assert all(torch.equal(a, b) for a, b in zip(*batches, strict=True))  # any worker count
+    dm.train_set.batched = True
+    shipped, labels = dm.train_set.__getitems__(order[:5])  # what a worker hands over: uint8, normalised after
+    assert shipped.dtype == torch.uint8 and shipped.shape == (5, 3, 16, 16) and labels.dtype == torch.int64
+
+
+def test_lightning_rebuilding_a_finishing_loader_for_ddp_keeps_its_finish(tmp_path: Path) -> None:
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.trainer.states import RunningStage
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    root = make_image_folder(tmp_path / "pets", layout="folders", per_class=6, odd_files=False)
+    dm = datamodule(root, tmp_path / "c", batch_size=4)
+    with _replace_dunder_methods(DataLoader, "dataset"):  # as Lightning asks a datamodule for its loaders
+        loader = dm.val_dataloader()
+    sampler = DistributedSampler(dm.val_set, num_replicas=2, rank=1, shuffle=False)
+    rebuilt = _update_dataloader(loader, sampler, mode=RunningStage.VALIDATING)
+    assert isinstance(rebuilt, FinishingLoader) and rebuilt.finish is not None and rebuilt.sampler is sampler
+    x, _ = next(iter(rebuilt))
+    assert x.dtype == torch.float32 and torch.equal(x, torch.stack([dm.val_set[i][0] for i in list(sampler)[:4]]))
+
+
 # ---------------------------------------------------------------------- augmentation on the batch's device
 def test_device_augmentation_is_a_function_of_each_samples_seed() -> None:
     pipeline = DeviceAugmentation(augmentation_transforms(augmentation("strong")), [0.5] * 3, [0.25] * 3)
@@ -278,6 +415,23 @@ def test_run_with_disk_cache_and_device_augmentation_resumes_exactly(tmp_path: P
     assert "resuming mid-epoch 1 after its first 2 batches" in log
     assert "decoding train images into the cache" not in log  # the uninterrupted run decoded it; these mapped it
     assert log.count("mapped from the decoded cache") >= 3
+
+
+def test_run_with_disk_cache_and_whole_batches_resumes_exactly(tmp_path: Path) -> None:
+    data_dir, args = pets_run(
+        tmp_path,
+        "data.batch_size=4",
+        "data.cache=disk",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "augmentation=none",
+        "model=small_cnn",
+        "model.net.filters=[4,8]",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+    )
+    # whole uint8 batches from the cache, normalised in the trainer's process: killed at step 7 (two workers)
+    whole, killed = kill_and_resume(data_dir, tmp_path, args, kill_at=7, killed_args=("data.num_workers=2",))
+    assert_same_run(whole, killed)
+    assert "resuming mid-epoch 1 after its first 2 batches" in (killed / "train.log").read_text()
 
 
 def truncating_run(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cnn_zoo.data.batches import stacked, tensor_batches
+from cnn_zoo.data.batches import FinishingEpochLoader, FinishingLoader, stacked, tensor_batches
 from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.errors import CnnZooError
@@ -83,7 +83,13 @@ class ZooDataModule(L.LightningDataModule):
                 f"the training loader was built for {sampler.num_replicas} process(es) but the trainer runs "
                 f"{trainer.world_size}: build it once the process group exists (in train_dataloader())"
             )
-        return (EpochLoader if shuffle else DataLoader)(
+        # a dataset serving whole uint8 batches (`batched`) has them finished (normalised) in this process
+        finish = getattr(source, "finish_batch", None) if getattr(source, "batched", False) else None
+        if finish is not None:
+            loader_class, extra = (FinishingEpochLoader if shuffle else FinishingLoader), {"finish": finish}
+        else:
+            loader_class, extra = (EpochLoader if shuffle else DataLoader), {}
+        return loader_class(
             source,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -91,7 +97,8 @@ class ZooDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            **({"collate_fn": stacked} if batched is not None else {}),
+            **({"collate_fn": stacked} if batched is not None or finish is not None else {}),
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -4,6 +4,10 @@ A DataLoader over a `TensorDataset` indexes it once per sample and stacks the sa
 per MNIST batch); the DataLoader asks a dataset with `__getitems__` for the whole batch at once, so one
 `tensor[indices]` per tensor replaces both. Same samplers, same order, same batches.
 
+`ImageFiles` (cnn_zoo.data.image_folder) serves decoded uint8 batches the same way; `FinishingLoader` then
+normalises them in the loading process (`LutNormalize`), after they crossed from the workers at a quarter of
+float32's size.
+
 `CompactImages` keeps images in their stored form (MNIST's digits as uint8: a quarter of float32's memory, and no
 pass over the whole set at start-up) and turns each batch, or sample, into the network's input on the way out.
 """
@@ -15,7 +19,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from cnn_zoo.data.sampling import EpochLoader
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -76,3 +82,70 @@ def tensor_batches(dataset: Dataset) -> TensorBatches | None:
 def stacked(batch: list[Tensor]) -> list[Tensor]:
     """`collate_fn` for `TensorBatches`: the batch arrives stacked (a list, as `default_collate` returns)."""
     return batch
+
+
+class LutNormalize:
+    """uint8 (N, C, H, W) -> float32: each channel through a 256-entry table, the per-sample pipeline's own.
+
+    The table is that pipeline's output for an image holding every value 0..255 in every channel, so the batch's
+    values are the ones the pipeline gives each sample (a lookup is exact; recomputing `(x - mean) / std` in
+    another order of operations would differ in the last bit). Applied with OpenCV's `LUT`, plane by plane.
+    """
+
+    def __init__(self, tables: Tensor) -> None:
+        self.tables = [table.reshape(1, 256).numpy().astype("float32") for table in tables.float()]
+
+    @classmethod
+    def of(cls, pipeline: Callable[[Any], Tensor], channels: int) -> LutNormalize:
+        """The tables of a per-pixel `pipeline` (uint8 HWC array -> float CHW tensor), for `channels` channels."""
+        import numpy as np
+
+        ramp = np.repeat(np.arange(256, dtype=np.uint8).reshape(1, 256, 1), channels, axis=2)
+        return cls(torch.as_tensor(pipeline(ramp)).reshape(channels, 256))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        import cv2
+
+        images = x.contiguous().numpy()
+        out = torch.empty(x.shape, dtype=torch.float32)
+        planes = out.numpy()
+        for n in range(images.shape[0]):
+            for c, table in enumerate(self.tables):
+                cv2.LUT(images[n, c], table, dst=planes[n, c])
+        return out
+
+
+class FinishingLoader(DataLoader):
+    """A DataLoader whose batches go through `finish` in the loading process, after the workers made them.
+
+    `finish` is a constructor argument so that Lightning, rebuilding a loader with another sampler (DDP), keeps it.
+    """
+
+    def __init__(self, *args: Any, finish: Callable[[Any], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.finish = finish
+
+    def __iter__(self) -> Any:
+        iterator = super().__iter__()
+        return iterator if self.finish is None else FinishedIterator(iterator, self.finish)
+
+
+class FinishingEpochLoader(FinishingLoader, EpochLoader):
+    """`EpochLoader` (the order asked for at the first batch) with finished batches."""
+
+
+class FinishedIterator:
+    """`iterator`'s batches through `finish`; its length, and nothing started before the first `next()`."""
+
+    def __init__(self, iterator: Any, finish: Callable[[Any], Any]) -> None:
+        self.iterator = iterator
+        self.finish = finish
+
+    def __iter__(self) -> FinishedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return self.finish(next(self.iterator))
+
+    def __len__(self) -> int:
+        return len(self.iterator)
