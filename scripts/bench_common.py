@@ -22,8 +22,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from cnn_zoo.config import compose_train_config
-from cnn_zoo.performance import PROC_STAT, CpuTimes
+from cnn_zoo.cli.config import compose_train_config
+from cnn_zoo.runtime.performance import PROC_STAT, CpuTimes
 from cnn_zoo.train import train
 
 

@@ -124,7 +124,7 @@ def run_training(overrides: list[str], started: float) -> dict[str, Any]:
     """A short training run; the time of its first step and its steps' images/s (in this process)."""
     import lightning as L
 
-    from cnn_zoo.config import compose_train_config
+    from cnn_zoo.cli.config import compose_train_config
     from cnn_zoo.train import train
 
     class Clock(L.Callback):
@@ -174,8 +174,8 @@ def run_loader(overrides: list[str], batches: int) -> dict[str, Any]:
     """Training-loader images/s from the (warm) cache: workers 0 and 2; none / CPU / device augmentation."""
     import torch
 
-    from cnn_zoo.config import compose_train_config
-    from cnn_zoo.pipeline import build_classifier, build_datamodule
+    from cnn_zoo.cli.config import compose_train_config
+    from cnn_zoo.training.pipeline import build_classifier, build_datamodule
     from scripts.bench_loader import model_rate
 
     rows = {}
@@ -219,7 +219,7 @@ def run_loader(overrides: list[str], batches: int) -> dict[str, Any]:
 
 
 def child_main(args: argparse.Namespace) -> None:
-    from cnn_zoo import memory, performance
+    from cnn_zoo.runtime import memory, performance
 
     performance.set_openmp_defaults()  # what `cnn-zoo-train` sets before torch loads
     memory.keep_freed_memory()

@@ -50,8 +50,8 @@ from bench_common import (
     write_report,
     zoo_stamps,
 )
-from cnn_zoo import performance
-from cnn_zoo.performance import fast_enabled
+from cnn_zoo.runtime import performance
+from cnn_zoo.runtime.performance import fast_enabled
 
 ROOT = Path(__file__).resolve().parents[1]
 KERAS_DIR = ROOT / "scripts" / "keras_course"

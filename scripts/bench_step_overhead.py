@@ -31,10 +31,10 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from cnn_zoo import performance
-from cnn_zoo.config import compose_train_config
-from cnn_zoo.pipeline import build_classifier, build_datamodule
+from cnn_zoo.cli.config import compose_train_config
+from cnn_zoo.runtime import performance
 from cnn_zoo.train import train
+from cnn_zoo.training.pipeline import build_classifier, build_datamodule
 from plain_torch import loss_and_hits
 
 

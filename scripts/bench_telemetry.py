@@ -28,10 +28,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from bench_common import markdown_table, mean_over_seeds, run_experiment, write_report
-from cnn_zoo.config import compose_train_config
+from cnn_zoo.cli.config import compose_train_config
 from cnn_zoo.data.telemetry import as_arrays
-from cnn_zoo.inference import load_classifier
-from cnn_zoo.pipeline import build_datamodule
+from cnn_zoo.training.inference import load_classifier
+from cnn_zoo.training.pipeline import build_datamodule
 
 
 def scores(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict:

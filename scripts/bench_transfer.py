@@ -78,7 +78,7 @@ def self_made_weights(name: str, hf_home: Path) -> Path:
 
 def one(name: str, mode: str, data_root: Path, out: Path, batch_size: int) -> dict[str, Any]:
     """One run in this process: the row of the table (peak memory is this process's)."""
-    from cnn_zoo.config import compose_train_config
+    from cnn_zoo.cli.config import compose_train_config
     from cnn_zoo.train import train
 
     overrides = [

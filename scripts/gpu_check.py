@@ -100,7 +100,7 @@ def loader_rate(cfg: Any, batches: int, device: str) -> float:
     """Images/s of the training loader alone, moved to `device` and through the datamodule's device half."""
     import torch
 
-    from cnn_zoo.pipeline import build_datamodule
+    from cnn_zoo.training.pipeline import build_datamodule
 
     datamodule = build_datamodule(cfg)
     datamodule.augmentation_device = "accelerator" if getattr(datamodule, "device_pipeline", None) else "cpu"
@@ -126,7 +126,7 @@ def loader_rate(cfg: Any, batches: int, device: str) -> float:
 
 def data_roots(images: int) -> tuple[Path, list[str]]:
     """The data folder and the cats/dogs folder's name: the real ones when present, else generated."""
-    from cnn_zoo.config import user_cache_dir
+    from cnn_zoo.cli.config import user_cache_dir
 
     real = Path(__import__("os").environ.get("CNN_ZOO_DATA_DIR", "data"))
     if (real / "MNIST" / "raw").is_dir() and (real / "cats_and_dogs_small" / "train").is_dir():
@@ -153,7 +153,7 @@ def main() -> None:
 
     import torch
 
-    from cnn_zoo.config import compose_train_config
+    from cnn_zoo.cli.config import compose_train_config
     from cnn_zoo.train import train
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -13,7 +13,7 @@ Prints `BENCH {json}`: time stamps (first training step, each epoch's start, end
 from __future__ import annotations
 
 # isort: off
-from cnn_zoo import memory, performance  # no torch at the top: main() makes train's OpenMP choice before torch loads
+from cnn_zoo.runtime import memory, performance  # no torch at the top: main() sets OpenMP before torch loads
 # isort: on
 import argparse
 import contextlib
@@ -64,14 +64,14 @@ def main() -> None:
     performance.set_openmp_defaults()  # as train's entry point does
     memory.keep_freed_memory()
 
-    from cnn_zoo.config import compose_train_config
+    from cnn_zoo.cli.config import compose_train_config
 
     cfg = compose_train_config(args.overrides, tempfile.mkdtemp(prefix="plain_torch_"))
     performance.expect_loader_workers(int(cfg.data.get("num_workers") or 0))  # as train does, before torch loads
     import hydra.utils
     import torch
 
-    from cnn_zoo.config import to_plain
+    from cnn_zoo.cli.config import to_plain
     from cnn_zoo.models import build_net
 
     print(performance.openmp_choice, flush=True)  # the same OpenMP waiting as train chooses for these overrides

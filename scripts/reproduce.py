@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench_common import machine, markdown_table, names_and_overrides, run_experiment
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 # experiment -> what the course notes report for it
 NOTES = {

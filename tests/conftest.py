@@ -13,7 +13,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from cnn_zoo.config import compose_train_config
+from cnn_zoo.cli.config import compose_train_config
 from tests.fixtures import make_mnist
 
 REAL_DATA = Path(os.environ.get("CNN_ZOO_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))

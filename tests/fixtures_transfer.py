@@ -72,7 +72,7 @@ def hf_cache_model(hf_home: Path, repo_id: str, state: dict[str, torch.Tensor], 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
     """Where the run's `LatestCheckpoint` wrote `last.ckpt`."""
-    from cnn_zoo.checkpointing import LatestCheckpoint
+    from cnn_zoo.callbacks.checkpointing import LatestCheckpoint
 
     latest = next(c for c in trainer.checkpoint_callbacks if isinstance(c, LatestCheckpoint))
     return Path(latest.last_model_path)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from cnn_zoo.config import CONFIG_DIR, to_plain
+from cnn_zoo.cli.config import CONFIG_DIR, to_plain
 from cnn_zoo.data.image_folder import ImageFolderDataModule
 from cnn_zoo.data.transforms import augmentation_transforms, eval_transform
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 from tests.fixtures import make_image_folder
 
 OPTIONS = sorted(p.stem for p in (Path(CONFIG_DIR) / "augmentation").glob("*.yaml"))

@@ -16,15 +16,15 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from cnn_zoo.config import compose_train_config
+from cnn_zoo.cli.config import compose_train_config
 from cnn_zoo.data import transforms
 from cnn_zoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalization_stats
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import load_classifier
-from cnn_zoo.interpret.layers import NoSpatialLayer, find_layer
+from cnn_zoo.interpretation.layers import NoSpatialLayer, find_layer
 from cnn_zoo.models import weights as weights_module
 from cnn_zoo.models.backbone import BackboneNet
-from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.inference import load_classifier
+from cnn_zoo.training.pipeline import build_classifier, build_datamodule, build_trainer
 from tests.conftest import FAST
 from tests.fixtures import make_image_folder
 from tests.fixtures_transfer import PhaseRecorder, hf_cache_model, last_checkpoint_path, library_state, write_state

@@ -258,7 +258,7 @@ def test_bad_input_through_the_real_command(name: str, corpus: Path, tmp_path: P
     ],
 )
 def test_odd_but_valid_images_are_read_not_refused(name: str, make, compose_cfg, tmp_path: Path) -> None:
-    from cnn_zoo.pipeline import build_datamodule
+    from cnn_zoo.training.pipeline import build_datamodule
 
     root = make_image_folder(tmp_path / "images", per_class=6, odd_files=False)
     make(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "cats" / name)

@@ -33,7 +33,7 @@ def test_batch_indexed_loader_yields_the_batches_of_the_per_sample_loader() -> N
 
 
 def test_datamodule_loader_serves_mnist_whole_batches(compose_cfg, mnist_root: Path) -> None:
-    from cnn_zoo.pipeline import build_datamodule
+    from cnn_zoo.training.pipeline import build_datamodule
 
     cfg = compose_cfg(f"paths.data_dir={mnist_root}", "data.download=false", "data.val_size=60", "data.batch_size=32")
     datamodule = build_datamodule(cfg)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cnn_zoo.performance import CHOICE_VARIABLE, OPENMP_SETTINGS
+from cnn_zoo.runtime.performance import CHOICE_VARIABLE, OPENMP_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 

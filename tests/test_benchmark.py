@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cnn_zoo import performance
+from cnn_zoo.runtime import performance
 from scripts.bench_common import (
     ProcessRun,
     markdown_table,

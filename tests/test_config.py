@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnn_zoo.config import CONFIG_DIR
+from cnn_zoo.cli.config import CONFIG_DIR
 from tests.conftest import run_command
 
 GROUPS = [

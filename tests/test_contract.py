@@ -10,14 +10,14 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from cnn_zoo.config import compose_train_config
+from cnn_zoo.cli.config import compose_train_config
 from cnn_zoo.data.spec import DataSpec, ImagePreprocessing, SequencePreprocessing, TextPreprocessing
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import load_classifier
 from cnn_zoo.models import build_net
 from cnn_zoo.models.conv1d import Conv1DNet
 from cnn_zoo.models.interfaces import ScheduledNet
 from cnn_zoo.predict import predict
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.inference import load_classifier
 from tests.fixtures import digit_images
 from tests.fixtures_sequences import telemetry_frame, write_csv
 
@@ -178,7 +178,7 @@ def test_an_old_checkpoints_data_config_rebuilds_the_same_spec(tmp_path: Path, c
     """The old config's `val_fraction`/`standardize` still instantiate (deprecated) and give the trained scaler."""
     import logging
 
-    from cnn_zoo.inference import datamodule_for
+    from cnn_zoo.training.inference import datamodule_for
     from tests.fixtures_sequences import make_channel
 
     model = load_classifier(FIXTURES / "old_conv1d_telemetry.ckpt")

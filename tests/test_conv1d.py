@@ -8,10 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cnn_zoo.config import CONFIG_DIR
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.cli.config import CONFIG_DIR
 from cnn_zoo.models import build_net
 from cnn_zoo.models.conv1d import ChannelsLastConv1d, Conv1DNet
+from cnn_zoo.runtime.errors import CnnZooError
 
 
 def net_config(name: str) -> dict:

@@ -13,8 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from cnn_zoo.config import CONFIG_DIR
-from cnn_zoo.distributed import HydraDDPStrategy, job_command
+from cnn_zoo.cli.config import CONFIG_DIR
+from cnn_zoo.runtime.distributed import HydraDDPStrategy, job_command
 from tests.conftest import run_command
 
 
@@ -84,8 +84,8 @@ def test_the_hydra_callback_releases_each_jobs_distributed_state(
 ) -> None:
     from hydra.core.utils import JobReturn, JobStatus
 
-    from cnn_zoo import distributed
-    from cnn_zoo.job_cleanup import DistributedCleanup
+    from cnn_zoo.runtime import distributed
+    from cnn_zoo.search.job_cleanup import DistributedCleanup
 
     released: list[bool] = []
     monkeypatch.setattr(distributed, "release", lambda failed=False: released.append(failed))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnn_zoo.classifier import make_metrics
-from cnn_zoo.epoch_tally import EpochTally
+from cnn_zoo.training.classifier import make_metrics
+from cnn_zoo.training.epoch_tally import EpochTally
 
 
 @pytest.mark.parametrize("num_classes", [2, 5])

@@ -1,10 +1,10 @@
-"""Any exception as one line (`cnn_zoo.errors.one_line`): the one formatter of commands, downloads and sweeps."""
+"""Any exception as one line (`cnn_zoo.runtime.errors.one_line`): one formatter for commands, downloads, sweeps."""
 
 from __future__ import annotations
 
 import urllib.error
 
-from cnn_zoo.errors import CnnZooError, one_line
+from cnn_zoo.runtime.errors import CnnZooError, one_line
 
 
 def test_lines_are_joined_the_cause_bracketed_and_hints_dropped() -> None:

@@ -14,15 +14,15 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from cnn_zoo import startup_gc
-from cnn_zoo.classifier import Classifier
-from cnn_zoo.config import compose_train_config
+from cnn_zoo.cli.config import compose_train_config
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.transforms import eval_transform
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.evaluate import evaluate
 from cnn_zoo.predict import predict
+from cnn_zoo.runtime import startup_gc
+from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.train import train
+from cnn_zoo.training.classifier import Classifier
 from tests.conftest import FAST
 from tests.fixtures import make_image_folder
 
@@ -128,7 +128,7 @@ def test_predict_csv_matches_the_model_on_the_datamodules_eval_tensors(trained: 
 
 
 def test_predict_collects_garbage_again_once_it_starts_predicting(trained: dict, tmp_path: Path) -> None:
-    """The command's start-up pause of the collector (cnn_zoo.startup_gc) ends before the first batch."""
+    """The command's start-up pause of the collector (cnn_zoo.runtime.startup_gc) ends before the first batch."""
     image = next((trained["data"] / "test" / "dogs").iterdir())
     try:
         with startup_gc.paused_during_startup():
@@ -148,7 +148,7 @@ def test_predict_a_single_file_with_tta(trained: dict, tmp_path: Path) -> None:
 
 
 def test_datamodule_and_predict_preprocess_identically(trained: dict, compose_cfg) -> None:
-    from cnn_zoo.pipeline import build_datamodule
+    from cnn_zoo.training.pipeline import build_datamodule
 
     cfg = compose_cfg("data=catsdogs", f"paths.data_dir={trained['data'].parent}", *TINY)
     dm = build_datamodule(cfg)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn_zoo.classifier import Classifier
 from cnn_zoo.train import train
+from cnn_zoo.training.classifier import Classifier
 from tests.conftest import FAST
 from tests.fixtures import make_image_folder
 

@@ -14,17 +14,17 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from cnn_zoo.config import compose_train_config
+from cnn_zoo.cli.config import compose_train_config
 from cnn_zoo.data.kinds import RawInput, Sample
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.explain import explain
-from cnn_zoo.inference import load_classifier
-from cnn_zoo.interpret.activations import activations
-from cnn_zoo.interpret.attribution import token_attributions
-from cnn_zoo.interpret.gradcam import gradcam
-from cnn_zoo.interpret.layers import find_layer
+from cnn_zoo.interpretation.activations import activations
+from cnn_zoo.interpretation.attribution import token_attributions
+from cnn_zoo.interpretation.gradcam import gradcam
+from cnn_zoo.interpretation.layers import find_layer
+from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.train import train
+from cnn_zoo.training.inference import load_classifier
 from tests.conftest import FAST, require_real
 from tests.fixtures_sequences import make_channel, make_imdb_archive
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from cnn_zoo.config import compose_train_config
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.cli.config import compose_train_config
 from cnn_zoo.export import export
 from cnn_zoo.predict import predict
+from cnn_zoo.runtime.errors import CnnZooError
 from tests.fixtures import make_digit_folder
 from tests.fixtures_sequences import telemetry_frame, write_csv
 

@@ -119,9 +119,9 @@ def test_a_sweep_records_the_diverged_job_and_runs_the_other(mnist_root: Path, t
 
 
 def test_divergence_is_a_callback_that_null_turns_off(compose_cfg) -> None:
-    from cnn_zoo.divergence import Divergence
-    from cnn_zoo.pipeline import build_trainer
-    from cnn_zoo.stop_signals import StopSignals
+    from cnn_zoo.callbacks.divergence import Divergence
+    from cnn_zoo.callbacks.stop_signals import StopSignals
+    from cnn_zoo.training.pipeline import build_trainer
 
     def kinds(*overrides: str) -> set[type]:
         return {type(c) for c in build_trainer(compose_cfg("trainer.accelerator=cpu", *overrides)).callbacks}
@@ -143,7 +143,7 @@ def spikes(divergence, losses: list[float]) -> list[bool]:
 
 
 def test_a_non_finite_loss_counts_from_the_first_step_and_spikes_only_with_a_factor() -> None:
-    from cnn_zoo.divergence import Divergence
+    from cnn_zoo.callbacks.divergence import Divergence
 
     assert spikes(Divergence(), [float("nan")]) == [True]
     assert spikes(Divergence(warmup=5), [2.0, float("inf")]) == [False, True]
@@ -155,7 +155,7 @@ def test_a_non_finite_loss_counts_from_the_first_step_and_spikes_only_with_a_fac
 
 
 def test_divergence_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
-    from cnn_zoo.divergence import Divergence
+    from cnn_zoo.callbacks.divergence import Divergence
 
     first = Divergence(spike_factor=4, window=3, warmup=0)
     spikes(first, [1.0, 2.0, 1.5])
@@ -217,7 +217,7 @@ def test_a_disk_full_at_the_first_checkpoint_says_to_start_again(mnist_root: Pat
 def test_a_full_disk_anywhere_in_the_exception_chain_is_found() -> None:
     import errno
 
-    from cnn_zoo.faults import disk_full_message, full_disk_error
+    from cnn_zoo.runtime.faults import disk_full_message, full_disk_error
 
     try:
         try:
@@ -272,9 +272,9 @@ def test_a_full_disk_writing_an_event_file_or_metrics_json_is_the_same_one_line(
 
 
 def test_the_run_files_on_a_full_disk_name_themselves_and_leave_the_previous_file_whole(small_disk) -> None:
-    from cnn_zoo.faults import DiskFull
-    from cnn_zoo.pipeline import write_json
-    from cnn_zoo.report_page import write_run_page
+    from cnn_zoo.reporting.run_page import write_run_page
+    from cnn_zoo.runtime.faults import DiskFull
+    from cnn_zoo.training.pipeline import write_json
     from tests.fixtures_faults import fill_disk
 
     disk = small_disk("1m")
@@ -295,8 +295,8 @@ def test_the_log_handler_writes_nothing_after_a_full_disk_and_keeps_loggings_oth
 ) -> None:
     import logging
 
-    from cnn_zoo.faults import DiskFull
-    from cnn_zoo.run_logging import RunLogFile
+    from cnn_zoo.cli.run_logging import RunLogFile
+    from cnn_zoo.runtime.faults import DiskFull
     from tests.fixtures_faults import fill_disk
 
     disk = small_disk("1m")
@@ -371,7 +371,7 @@ def test_slurms_pre_kill_signal_saves_and_stops(mnist_root: Path, tmp_path: Path
 def test_slurm_requeue_runs_scontrol_on_the_requeue_signal_only(tmp_path: Path, monkeypatch) -> None:
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    from cnn_zoo.stop_signals import StopSignals
+    from cnn_zoo.callbacks.stop_signals import StopSignals
 
     calls = tmp_path / "calls"
     scontrol = tmp_path / "bin" / "scontrol"
@@ -395,8 +395,8 @@ def test_slurm_requeue_runs_scontrol_on_the_requeue_signal_only(tmp_path: Path, 
 
 
 def test_a_requeued_slurm_job_continues_from_its_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    from cnn_zoo.checkpointing import resume_checkpoint
-    from cnn_zoo.run_folder import check_run_folder
+    from cnn_zoo.callbacks.checkpointing import resume_checkpoint
+    from cnn_zoo.cli.run_folder import check_run_folder
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -412,8 +412,8 @@ def test_a_requeued_slurm_job_continues_from_its_last_checkpoint(tmp_path: Path,
 def test_the_slurm_trainer_config_gives_lightnings_slurm_environment_with_requeue(compose_cfg) -> None:
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    from cnn_zoo.checkpointing import AtomicCheckpointIO
-    from cnn_zoo.pipeline import instantiate
+    from cnn_zoo.callbacks.checkpointing import AtomicCheckpointIO
+    from cnn_zoo.training.pipeline import instantiate
 
     plugins = [instantiate(p, "trainer") for p in compose_cfg("trainer=slurm").trainer.plugins]
     assert [type(p) for p in plugins] == [AtomicCheckpointIO, SLURMEnvironment]

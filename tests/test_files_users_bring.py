@@ -10,9 +10,9 @@ import pytest
 
 from cnn_zoo.data.image_folder import ImageFolderDataModule
 from cnn_zoo.data.telemetry import TelemetryDataModule
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import load_classifier
+from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.train import train
+from cnn_zoo.training.inference import load_classifier
 from tests.conftest import FAST
 from tests.fixtures import make_digit_folder, make_image_folder
 from tests.fixtures_sequences import telemetry_frame, write_csv, write_sensor_csv

@@ -68,7 +68,7 @@ def test_epochs_are_counted_from_one_in_the_log_and_the_checkpoint_names(mnist_r
 def test_the_epoch_progress_bar_counts_from_one() -> None:
     from types import SimpleNamespace
 
-    from cnn_zoo.epoch_numbers import EpochProgressBar
+    from cnn_zoo.callbacks.epoch_numbers import EpochProgressBar
 
     bar = EpochProgressBar()
     bar._trainer = SimpleNamespace(max_epochs=10)  # what Lightning attaches before drawing

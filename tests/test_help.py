@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from cnn_zoo.config import config_dir
+from cnn_zoo.cli.config import config_dir
 
 HYDRA_COMMANDS = ("evaluate", "predict", "export", "explain")
 TRAIN_ONLY_GROUPS = ("optimizer:", "scheduler:", "hparams_search:", "experiment:")
@@ -60,7 +60,7 @@ def test_help_loads_neither_torch_nor_lightning() -> None:
     """What makes --help fast: the command's own module (and torch) load only when its work starts."""
     code = (
         "import sys; sys.argv = ['cnn-zoo-evaluate', '--help']\n"
-        "from cnn_zoo.commands import evaluate\n"
+        "from cnn_zoo.cli.console_scripts import evaluate\n"
         "try:\n    evaluate()\nexcept SystemExit:\n    pass\n"
         "print('LOADED', 'torch' in sys.modules, 'lightning' in sys.modules, 'cnn_zoo.evaluate' in sys.modules)"
     )

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
 
-from cnn_zoo.hook_dispatch import BATCH_HOOKS, idle_batch_hooks
+from cnn_zoo.runtime.hook_dispatch import BATCH_HOOKS, idle_batch_hooks
 from cnn_zoo.train import train
 from tests.test_train import mnist_overrides
 

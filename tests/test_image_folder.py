@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from cnn_zoo.data.image_folder import ImageFolderDataModule
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.pipeline import build_datamodule
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.pipeline import build_datamodule
 from tests.conftest import require_real
 from tests.fixtures import make_image_folder
 

@@ -13,10 +13,10 @@ from cnn_zoo.data import imdb
 from cnn_zoo.data.imdb import IMDBDataModule
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.text import build_vocabulary, encode_texts, pad_sequences, tokenize
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.evaluate import evaluate
-from cnn_zoo.inference import load_classifier
+from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.train import train
+from cnn_zoo.training.inference import load_classifier
 from tests.conftest import FAST, require_real
 from tests.fixtures_sequences import make_imdb_archive, make_imdb_tree, make_unsafe_archive
 

@@ -41,9 +41,9 @@ MODULES = [
     "cnn_zoo.models.lenet",
     "cnn_zoo.models.small_cnn",
     "cnn_zoo.models.conv1d",
-    "cnn_zoo.classifier",
+    "cnn_zoo.training.classifier",
     "cnn_zoo.data.mnist",
-    "cnn_zoo.performance",
+    "cnn_zoo.runtime.performance",
 ]
 
 
@@ -70,5 +70,5 @@ def test_loading_the_hydra_plugins_as_hydra_does_leaves_the_process_as_it_was() 
 
 def test_the_probe_sees_a_change_when_there_is_one() -> None:
     """The entry points' own choice does install its hook: the probe above is not blind."""
-    seen = probe("cnn_zoo.performance", mode="call-entry-point-tuning")
+    seen = probe("cnn_zoo.runtime.performance", mode="call-entry-point-tuning")
     assert any("ChooseOpenMPBeforeTorch" in finder for finder in seen["meta_path_added"])

@@ -13,8 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cnn_zoo.data.spec import DataSpec, ImagePreprocessing, TextPreprocessing
-from cnn_zoo.inspection import (
+from cnn_zoo.callbacks.inspection import (
     AugmentationPreview,
     ConfusionMatrixImage,
     TopLosses,
@@ -22,7 +21,8 @@ from cnn_zoo.inspection import (
     flatten,
     predictions,
 )
-from cnn_zoo.interpret.toplosses import most_confused, sample_losses, top_losses
+from cnn_zoo.data.spec import DataSpec, ImagePreprocessing, TextPreprocessing
+from cnn_zoo.interpretation.toplosses import most_confused, sample_losses, top_losses
 from cnn_zoo.train import train
 from tests.conftest import FAST
 

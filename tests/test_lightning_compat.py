@@ -1,5 +1,5 @@
-"""Every private Lightning behaviour cnn_zoo relies on (`cnn_zoo.lightning_compat`), checked against the installed
-Lightning by name: an upgrade that changes one fails here, not in a user's run."""
+"""Every private Lightning behaviour cnn_zoo relies on (`cnn_zoo.runtime.lightning_compat`), checked against the
+installed Lightning by name: an upgrade that changes one fails here, not in a user's run."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from lightning.pytorch.trainer.call import _call_callback_hooks
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnn_zoo import lightning_compat as compat
-from cnn_zoo.checkpointing import LatestCheckpoint
+from cnn_zoo.callbacks.checkpointing import LatestCheckpoint
+from cnn_zoo.runtime import lightning_compat as compat
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {
@@ -77,7 +77,8 @@ class SavesLogger(Logger):
 def test_the_installed_lightning_is_the_tested_minor_and_the_pin_stops_at_the_next() -> None:
     installed = re.match(r"(\d+)\.(\d+)", L.__version__)
     assert installed and f"{installed[1]}.{installed[2]}" == compat.TESTED_LIGHTNING, (
-        f"lightning {L.__version__} is installed, cnn_zoo.lightning_compat was tested with {compat.TESTED_LIGHTNING}: "
+        f"lightning {L.__version__} is installed, cnn_zoo.runtime.lightning_compat was tested with "
+        f"{compat.TESTED_LIGHTNING}: "
         "run this file, adapt the seam, then update TESTED_LIGHTNING and the pin in pyproject.toml"
     )
     (pin,) = re.findall(r'^\s*"(lightning[^"]*)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
@@ -192,7 +193,7 @@ def test_a_fit_sets_the_hook_name_counts_batches_and_saves_as_model_checkpoint_d
 def test_the_progress_bar_label_is_made_in_get_train_description() -> None:
     """`EpochLabelledProgressBar.epoch_label` sees the label Lightning made, counted from 0, and replaces it."""
 
-    from cnn_zoo.lightning_compat import EpochLabelledProgressBar
+    from cnn_zoo.runtime.lightning_compat import EpochLabelledProgressBar
 
     seen = []
 
@@ -210,7 +211,7 @@ def test_spike_detection_decides_through_its_three_private_methods(tmp_path: Pat
     """Lightning's `on_train_batch_end` asks `_is_spike`, learns with `_update_stats`, acts with `_handle_spike`."""
     import torch
 
-    from cnn_zoo.lightning_compat import SpikeDetectionHooks
+    from cnn_zoo.runtime.lightning_compat import SpikeDetectionHooks
 
     calls = []
 
@@ -235,7 +236,7 @@ def test_spike_detection_decides_through_its_three_private_methods(tmp_path: Pat
 def test_the_cluster_environment_is_the_accelerator_connectors(tmp_path: Path) -> None:
     from lightning.fabric.plugins.environments import LightningEnvironment
 
-    from cnn_zoo.lightning_compat import cluster_environment
+    from cnn_zoo.runtime.lightning_compat import cluster_environment
 
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
     assert isinstance(cluster_environment(trainer), LightningEnvironment)

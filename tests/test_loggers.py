@@ -12,8 +12,8 @@ import pytest
 import yaml
 from omegaconf import DictConfig
 
-from cnn_zoo.pipeline import instantiate
-from cnn_zoo.tracking import prepare_loggers
+from cnn_zoo.tracking.loggers import prepare_loggers
+from cnn_zoo.training.pipeline import instantiate
 from tests.test_sweeps import TINY
 
 ONE_BATCH = [a for a in TINY if "max_epochs" not in a] + [
@@ -80,7 +80,7 @@ def test_an_unreachable_tracking_server_is_one_warning_and_then_silence(
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # restored after the test
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    from cnn_zoo.tracking import MLflowTracker
+    from cnn_zoo.tracking.loggers import MLflowTracker
 
     tracker = MLflowTracker(tracking_uri=f"http://127.0.0.1:{free_port()}", experiment_name="nowhere")
     with caplog.at_level("WARNING"):

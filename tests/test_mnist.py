@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 
 def test_mnist_keeps_uint8_digits_and_serves_the_values_of_normalising_the_whole_set(mnist_root: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models import build_net
+from cnn_zoo.runtime.errors import CnnZooError
 
 
 def count(net: torch.nn.Module) -> int:

@@ -21,11 +21,11 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from torch.utils.data import TensorDataset
 
-from cnn_zoo.config import compose_train_config
+from cnn_zoo.cli.config import compose_train_config
 from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.kinds import DataKind, RawInput, Sample, kind_named, register_kind
 from cnn_zoo.data.spec import DataSpec, DataStats
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 from tests.conftest import FAST, run_command
 
 COLUMNS = [f"x{i}" for i in range(8)]
@@ -193,7 +193,7 @@ def test_a_fresh_process_imports_the_kind_from_the_checkpoint(tabular: dict) -> 
 
 
 def test_options_that_do_not_apply_and_unknown_kinds_are_one_line_errors(tabular: dict) -> None:
-    from cnn_zoo.options import check_model_options
+    from cnn_zoo.training.options import check_model_options
 
     spec = DataSpec.from_dict(torch.load(tabular["ckpt"], weights_only=True)["hyper_parameters"]["data"])
     with pytest.raises(CnnZooError, match=r"^tta.views=\['hflip'\] applies to images only, and this data \(tabular\)"):

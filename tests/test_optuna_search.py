@@ -19,9 +19,9 @@ optuna = pytest.importorskip("optuna", reason="the `hpo` extra is not installed"
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from cnn_zoo.errors import CnnZooError  # noqa: E402
-from cnn_zoo.optuna_search import HEARTBEAT, WORKER, Search, fail_silent_trials  # noqa: E402
-from cnn_zoo.search_space import grid_of, parse_search  # noqa: E402
+from cnn_zoo.runtime.errors import CnnZooError  # noqa: E402
+from cnn_zoo.search.optuna_search import HEARTBEAT, WORKER, Search, fail_silent_trials  # noqa: E402
+from cnn_zoo.search.search_space import grid_of, parse_search  # noqa: E402
 from hydra_plugins.cnn_zoo_sweeper.resumable_optuna import ResumableOptunaSweeper  # noqa: E402
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from cnn_zoo import config
+from cnn_zoo.cli.hydra_entry import config
 from tests.conftest import QUIET, run_command
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""Run-time tuning (`cnn_zoo.performance`): the `fast` switch's hardware detection, OpenMP's waiting chosen as torch
-is first imported (its hook), denormals flushed, the CUDA check without devices."""
+"""Run-time tuning (`cnn_zoo.runtime.performance`): the `fast` switch's hardware detection, OpenMP's waiting chosen as
+torch is first imported (its hook), denormals flushed, the CUDA check without devices."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cnn_zoo import performance
-from cnn_zoo.config import config_dir
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.cli.config import config_dir
+from cnn_zoo.runtime import performance
+from cnn_zoo.runtime.errors import CnnZooError
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_hydras_callbacks_load_no_torch_so_train_tells_openmp_its_workers_first(
     """Hydra builds its callbacks before `train` runs; torch loading there would make the choice without the config."""
     hydra_conf = OmegaConf.load(config_dir() / "hydra" / "default.yaml")
     modules = sorted({str(c["_target_"]).rpartition(".")[0] for c in hydra_conf.callbacks.values()})
-    assert "cnn_zoo.job_cleanup" in modules
+    assert "cnn_zoo.search.job_cleanup" in modules
     code = f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

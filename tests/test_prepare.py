@@ -19,8 +19,8 @@ import pytest
 
 from cnn_zoo.data import catsdogs_source, telemanom
 from cnn_zoo.data.download import Resource, fetch
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.prepare import run
+from cnn_zoo.runtime.errors import CnnZooError
 from tests.conftest import require_real
 from tests.fixtures_archives import channel_arrays, make_kaggle_zip, make_petimages_zip, make_telemanom
 
@@ -349,10 +349,10 @@ def test_progress_is_one_log_line_per_stage_without_a_terminal(tmp_path: Path, c
     from tests.fixtures import make_image_folder
 
     make_image_folder(tmp_path / "pics", per_class=6, odd_files=False)
-    caplog.set_level(logging.INFO, logger="cnn_zoo.progress")
+    caplog.set_level(logging.INFO, logger="cnn_zoo.runtime.progress")
     datamodule = ImageFolderDataModule(data_dir=str(tmp_path), folder="pics", image_size=16, validation_split=0.5)
     datamodule.setup("fit")
-    lines = [r.getMessage() for r in caplog.records if r.name == "cnn_zoo.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "cnn_zoo.runtime.progress"]
     assert len(lines) == 2 and lines[0].startswith("decoding train images: 6 files in ")
     assert "%|" not in capsys.readouterr().err  # no tqdm bar drawn when stderr is not a terminal
 

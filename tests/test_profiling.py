@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
-from cnn_zoo.pipeline import build_trainer
-from cnn_zoo.profiling import NoProfiler
+from cnn_zoo.runtime.profiling import NoProfiler
+from cnn_zoo.training.pipeline import build_trainer
 
 
 def test_no_profiler_contexts_nest_and_repeat_and_let_errors_through() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from torch.utils.tensorboard import SummaryWriter
 
-from cnn_zoo import sweeps
 from cnn_zoo.report import main, report
-from cnn_zoo.report_page import describe_run, per_class, write_run_page
+from cnn_zoo.reporting.run_page import describe_run, per_class, write_run_page
+from cnn_zoo.search import sweeps
 from cnn_zoo.train import train
 from tests.conftest import FAST
 
@@ -143,7 +143,7 @@ def test_a_job_folder_is_named_by_its_swept_overrides(monkeypatch: pytest.Monkey
 
 def test_sweep_page_of_an_optuna_study_has_history_and_importances(tmp_path: Path) -> None:
     optuna = pytest.importorskip("optuna", reason="the `hpo` extra is not installed")
-    from cnn_zoo.report_sweep import describe_sweep, write_sweep_page
+    from cnn_zoo.reporting.sweep_page import describe_sweep, write_sweep_page
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -169,7 +169,7 @@ def test_sweep_page_of_an_optuna_study_has_history_and_importances(tmp_path: Pat
 def test_top_loss_rows_of_a_row_mode_model_are_drawn_against_their_column_names(tmp_path: Path) -> None:
     import numpy as np
 
-    from cnn_zoo.interpret.render import series_grid
+    from cnn_zoo.interpretation.render import series_grid
 
     rows = np.random.default_rng(0).normal(size=(3, 1, 4))  # mode=row: one channel, positions are the columns
     columns = ["speed", "temp", "volt", "amps"]

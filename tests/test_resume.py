@@ -18,11 +18,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from cnn_zoo.atomic import write_atomic
-from cnn_zoo.checkpointing import AtomicCheckpointIO
-from cnn_zoo.config import to_plain
+from cnn_zoo.callbacks.checkpointing import AtomicCheckpointIO
+from cnn_zoo.cli.config import to_plain
 from cnn_zoo.data.image_folder import ImageFolderDataModule
 from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler, SeededSamples
+from cnn_zoo.runtime.atomic import write_atomic
 from tests import conftest
 from tests.conftest import run_command
 from tests.fixtures import make_image_folder
@@ -216,7 +216,7 @@ def test_failed_checkpoint_write_leaves_the_previous_one_loadable(tmp_path: Path
         handle.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("cnn_zoo.checkpointing.torch.save", torn_write)
+    monkeypatch.setattr("cnn_zoo.callbacks.checkpointing.torch.save", torn_write)
     with pytest.raises(OSError, match="No space left"):
         io.save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, last)
     loaded = torch.load(last, weights_only=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from cnn_zoo import startup_gc
-from cnn_zoo.cli import hydra_command
+from cnn_zoo.cli.hydra_entry import hydra_command
+from cnn_zoo.runtime import startup_gc
 from cnn_zoo.train import train
 from tests.test_train import mnist_overrides
 
@@ -62,7 +62,7 @@ def test_every_command_line_runs_its_start_up_paused() -> None:
 
 
 def test_importing_the_zoo_as_a_library_leaves_the_collector_on() -> None:
-    code = "import gc, cnn_zoo.train, cnn_zoo.pipeline, cnn_zoo.predict; print(gc.isenabled())"
+    code = "import gc, cnn_zoo.train, cnn_zoo.training.pipeline, cnn_zoo.predict; print(gc.isenabled())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "True", result.stderr[-2000:]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cnn_zoo.sweeps import job_number, write_summary
+from cnn_zoo.search.sweeps import job_number, write_summary
 from tests.servers import job_dir
 
 # One epoch on the generated MNIST, no progress bars: each job takes a few seconds.
@@ -161,7 +161,7 @@ def test_slurm_launcher_config_composes_where_the_plugin_is_installed() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cnn_zoo.config import CONFIG_DIR
+    from cnn_zoo.cli.config import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):

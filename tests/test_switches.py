@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn_zoo.classifier import Classifier
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.mixing import BatchMixing, check_mixing, mixing_config, soft_target_loss
-from cnn_zoo.pipeline import build_classifier, build_datamodule
+from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.train import train
+from cnn_zoo.training.classifier import Classifier
+from cnn_zoo.training.mixing import BatchMixing, check_mixing, mixing_config, soft_target_loss
+from cnn_zoo.training.pipeline import build_classifier, build_datamodule
 from tests.fixtures_sequences import make_imdb_archive
 from tests.test_imdb import TINY_MODEL
 from tests.test_resume import MNIST, QUIET, assert_same_run, kill_and_resume

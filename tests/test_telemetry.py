@@ -12,10 +12,10 @@ import torch
 
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.data.telemetry import Segment, TelemetryDataModule, Windows, as_arrays, split_segments
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.evaluate import evaluate
-from cnn_zoo.inference import load_classifier
+from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.train import train
+from cnn_zoo.training.inference import load_classifier
 from tests.conftest import FAST, require_real
 from tests.fixtures_sequences import make_channel, telemetry_frame, write_csv
 
@@ -314,7 +314,7 @@ def test_train_evaluate_and_a_self_sufficient_checkpoint(compose_cfg, channel: P
 
 
 def train_data(cfg) -> TelemetryDataModule:
-    from cnn_zoo.pipeline import build_datamodule
+    from cnn_zoo.training.pipeline import build_datamodule
 
     return build_datamodule(cfg)
 

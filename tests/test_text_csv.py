@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cnn_zoo.data.text_csv import TextCsvDataModule
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 TOPICS = {
     "sport": ["goal", "match", "team", "score"],

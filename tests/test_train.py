@@ -9,9 +9,9 @@ import lightning as L
 import pytest
 import torch
 
-from cnn_zoo.classifier import Classifier
-from cnn_zoo.pipeline import build_classifier, build_datamodule
 from cnn_zoo.train import train
+from cnn_zoo.training.classifier import Classifier
+from cnn_zoo.training.pipeline import build_classifier, build_datamodule
 from tests.conftest import FAST, require_real, run_command
 
 
@@ -138,7 +138,7 @@ def test_each_epoch_writes_last_ckpt_once_and_the_best_only_when_it_improves(
     compose_cfg, mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The monitoring checkpoint leaves last.ckpt to LatestCheckpoint: one write of each state, not two."""
-    from cnn_zoo import checkpointing
+    from cnn_zoo.callbacks.model_summary import checkpointing
 
     written: list[str] = []
     write = checkpointing.write_atomic
@@ -193,14 +193,14 @@ def test_failed_download_names_what_was_tried(compose_cfg, tmp_path: Path, monke
 
     monkeypatch.setattr(mnist_module, "MNIST", offline)
     cfg = compose_cfg(f"paths.data_dir={tmp_path / 'empty'}")
-    from cnn_zoo.errors import CnnZooError
+    from cnn_zoo.runtime.errors import CnnZooError
 
     with pytest.raises(CnnZooError, match="torchvision download failed .*network is unreachable"):
         build_datamodule(cfg)
 
 
 def test_bad_config_value_is_a_user_error(compose_cfg, mnist_root: Path) -> None:
-    from cnn_zoo.errors import CnnZooError
+    from cnn_zoo.runtime.errors import CnnZooError
 
     cfg = compose_cfg(*mnist_overrides(mnist_root, "data.batch_size=0"))
     with pytest.raises(CnnZooError, match="data.batch_size must be a positive integer"):
@@ -216,7 +216,7 @@ def test_classifier_builds_from_plain_config(compose_cfg, mnist_root: Path) -> N
 def test_lightnings_hook_name_is_a_plain_attribute_and_modules_still_register(compose_cfg, mnist_root: Path) -> None:
     from torch import nn
 
-    from cnn_zoo.classifier import HOOK_NAME_ATTRIBUTE
+    from cnn_zoo.training.classifier import HOOK_NAME_ATTRIBUTE
 
     cfg = compose_cfg(*mnist_overrides(mnist_root))
     model = build_classifier(cfg, build_datamodule(cfg).spec)

@@ -1,4 +1,4 @@
-"""What a run prints (`cnn_zoo.training_progress`): one line per epoch off a terminal, the progress bar on one."""
+"""What a run prints (`cnn_zoo.callbacks.training_progress`): a line per epoch off a terminal, a bar on one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import torch
 
-from cnn_zoo.training_progress import EpochLog, epoch_line, progress_bar
+from cnn_zoo.callbacks.training_progress import EpochLog, epoch_line, progress_bar
 from scripts.bench_common import run_process, zoo_stamps
 
 
@@ -31,7 +31,7 @@ def test_an_epochs_line_waits_for_the_modules_epoch_end_and_survives_a_crash(cap
     def lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
 
-    with caplog.at_level(logging.INFO, logger="cnn_zoo.training_progress"):
+    with caplog.at_level(logging.INFO, logger="cnn_zoo.callbacks.training_progress"):
         epoch_log.on_train_epoch_end(trainer, None)
         assert lines() == []
         metrics["train/acc"] = 0.25  # what the module logs after the callbacks' hook
@@ -58,7 +58,7 @@ def test_a_run_off_a_terminal_logs_one_line_per_epoch_that_the_bench_reads(mnist
     run = run_process([sys.executable, "-m", "cnn_zoo.train", *args], log, env)
     assert run.returncode == 0, log.read_text()[-3000:]
     lines = (run_dir / "train.log").read_text().splitlines()
-    epochs = [line for line in lines if "][cnn_zoo.training_progress][INFO] - epoch " in line]
+    epochs = [line for line in lines if "][cnn_zoo.callbacks.training_progress][INFO] - epoch " in line]
     assert [line.split(" - ")[1].split()[:2] for line in epochs] == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert all("train/loss=" in line and "train/acc=" in line and "val/acc=" in line for line in epochs)
     assert "it/s" not in log.read_text() and "Trainable params" in log.read_text()  # a summary, no progress bar

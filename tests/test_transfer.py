@@ -12,11 +12,11 @@ import torch
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import OmegaConf
 
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import load_classifier
 from cnn_zoo.models import weights as weights_module
 from cnn_zoo.models.transfer import TransferNet, count
-from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.inference import load_classifier
+from cnn_zoo.training.pipeline import build_classifier, build_datamodule, build_trainer
 from tests.conftest import FAST, run_command
 from tests.fixtures import make_image_folder
 from tests.fixtures_transfer import TINY, PhaseRecorder, last_checkpoint_path, library_state, write_state

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn_zoo.classifier import Classifier
-from cnn_zoo.config import CONFIG_DIR, to_plain
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.tta import TestTimeAugmentation as TTA  # (an alias pytest does not try to collect)
+from cnn_zoo.cli.config import CONFIG_DIR, to_plain
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.classifier import Classifier
+from cnn_zoo.training.tta import TestTimeAugmentation as TTA  # (an alias pytest does not try to collect)
 
 OPTIONS = sorted(p.stem for p in (Path(CONFIG_DIR) / "tta").glob("*.yaml"))
 FACTS = {"kind": "image", "num_classes": 2, "class_names": ["cats", "dogs"], "in_channels": 3,

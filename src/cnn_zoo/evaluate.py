@@ -1,7 +1,7 @@
 """`python -m cnn_zoo.evaluate ckpt_path=... [tta=hflip] [data=...]`: test a checkpoint without training.
 
 Writes `metrics.json` (plain and, with TTA, `*_tta` metrics side by side), `confusion_matrix.json` and
-`confusion_matrix.png` (of the very test batches the metrics saw), `report.html` (`cnn_zoo.report_page`) to the
+`confusion_matrix.png` (of the very test batches the metrics saw), `report.html` (`cnn_zoo.reporting.run_page`) to the
 run folder, and (`top_losses=N`, 0 = off) the N most confident mistakes of the
 plain predictions with Grad-CAM overlays for images and the most confused class pairs: `top_losses.png`,
 `top_losses.md`, `most_confused.md` (and TensorBoard `test/top_losses`, `test/most_confused` with `logger=tensorboard`).
@@ -20,14 +20,14 @@ import torch
 from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cnn_zoo.cli import entry_point
-from cnn_zoo.config import to_plain
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import datamodule_for, inference_trainer, load_classifier
-from cnn_zoo.inspection import ConfusionMatrixImage, TopLosses
-from cnn_zoo.pipeline import scalar_metrics, write_json
-from cnn_zoo.report_page import write_run_page
-from cnn_zoo.run_record import RunRecord
+from cnn_zoo.callbacks.inspection import ConfusionMatrixImage, TopLosses
+from cnn_zoo.cli.config import to_plain
+from cnn_zoo.cli.hydra_entry import entry_point
+from cnn_zoo.reporting.run_page import write_run_page
+from cnn_zoo.reporting.run_record import RunRecord
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.inference import datamodule_for, inference_trainer, load_classifier
+from cnn_zoo.training.pipeline import scalar_metrics, write_json
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ for each input it writes PNGs and an
   at the last convolution or `layer=<name>`, for the predicted class, `target=<class>` or `target=all`;
 - `saliency`: input attributions: integrated gradients per token (text) or per feature and time step
   (sequences) over the embedding / input, the gradient magnitude per pixel (images).
-Attributions come from captum (`cnn_zoo.interpret`); test-time augmentation is off.
+Attributions come from captum (`cnn_zoo.interpretation`); test-time augmentation is off.
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from cnn_zoo import startup_gc
-from cnn_zoo.classifier import Classifier
-from cnn_zoo.cli import entry_point
+from cnn_zoo.cli.hydra_entry import entry_point
 from cnn_zoo.data.kinds import RawInput, Sample
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import load_classifier
-from cnn_zoo.interpret import render
-from cnn_zoo.interpret.activations import activations
-from cnn_zoo.interpret.gradcam import gradcam
-from cnn_zoo.interpret.index import Entry, write_index
-from cnn_zoo.interpret.layers import NoSpatialLayer, conv_layers, find_layer
+from cnn_zoo.interpretation import render
+from cnn_zoo.interpretation.activations import activations
+from cnn_zoo.interpretation.gradcam import gradcam
+from cnn_zoo.interpretation.index import Entry, write_index
+from cnn_zoo.interpretation.layers import NoSpatialLayer, conv_layers, find_layer
+from cnn_zoo.runtime import startup_gc
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.classifier import Classifier
+from cnn_zoo.training.inference import load_classifier
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from cnn_zoo import startup_gc
-from cnn_zoo.cli import entry_point
+from cnn_zoo.cli.hydra_entry import entry_point
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import load_classifier
 from cnn_zoo.models.interfaces import ExportableNet
+from cnn_zoo.runtime import startup_gc
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.inference import load_classifier
 
 log = logging.getLogger(__name__)
 

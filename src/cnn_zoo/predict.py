@@ -24,15 +24,15 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from cnn_zoo import startup_gc
-from cnn_zoo.cli import entry_point
-from cnn_zoo.config import to_plain
+from cnn_zoo.cli.config import to_plain
+from cnn_zoo.cli.hydra_entry import entry_point
 from cnn_zoo.data.kinds import RawInput
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.inference import load_classifier
-from cnn_zoo.options import check_model_options
-from cnn_zoo.tta import TestTimeAugmentation
+from cnn_zoo.runtime import startup_gc
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.training.inference import load_classifier
+from cnn_zoo.training.options import check_model_options
+from cnn_zoo.training.tta import TestTimeAugmentation
 
 log = logging.getLogger(__name__)
 FORMATS = ("csv", "json")

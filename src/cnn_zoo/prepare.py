@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cnn_zoo.data.build import Prepared
 from cnn_zoo.data.download import cache_root
-from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.runtime.errors import CnnZooError, user_errors
 
 log = logging.getLogger("cnn_zoo.prepare")
 

@@ -1,7 +1,7 @@
 """`cnn-zoo-report <run or sweep folder>`: the folder's `report.html`, and the notes' figures with a table.
 
-`report.html` is the page training and evaluate write at their end (`cnn_zoo.report_page`) or, for a sweep
-folder, the page of all its jobs (`cnn_zoo.report_sweep`); this command writes it again, for a run that was
+`report.html` is the page training and evaluate write at their end (`cnn_zoo.reporting.run_page`) or, for a sweep
+folder, the page of all its jobs (`cnn_zoo.reporting.sweep_page`); this command writes it again, for a run that was
 interrupted, an older run folder, or a sweep still going. Beside it, from the TensorBoard event files the runs
 logged (tensorboard's `EventAccumulator`): for each run `accuracy.png` and `loss.png` (training and validation per
 epoch), and for the folder `report.md`, one table row per run (a sweep gives one per job).
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cnn_zoo.errors import CnnZooError, user_errors
+from cnn_zoo.runtime.errors import CnnZooError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,9 @@ def report(folder: str | Path, out_dir: str | Path | None = None) -> Path:
 def write_page(folder: str | Path) -> Path:
     """`<folder>/report.html`: for a sweep folder (job folders, `sweep.json` or `multirun.yaml`) the sweep page and
     each job's run page, else the run page."""
-    from cnn_zoo.report_page import is_run_folder, write_page, write_run_page
-    from cnn_zoo.report_sweep import is_sweep_folder, write_sweep_page_or_raise
-    from cnn_zoo.sweeps import collect_jobs
+    from cnn_zoo.reporting.run_page import is_run_folder, write_page, write_run_page
+    from cnn_zoo.reporting.sweep_page import is_sweep_folder, write_sweep_page_or_raise
+    from cnn_zoo.search.sweeps import collect_jobs
 
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():

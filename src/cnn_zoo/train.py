@@ -13,14 +13,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cnn_zoo import memory, performance
-from cnn_zoo.cli import hydra_command
-from cnn_zoo.config import CONFIG_DIR
-from cnn_zoo.config_checks import check_trainer_config
-from cnn_zoo.errors import CnnZooError, user_errors
-from cnn_zoo.faults import run_faults
-from cnn_zoo.run_folder import resume_arguments
-from cnn_zoo.run_logging import tidy_output
+from cnn_zoo.cli.config import CONFIG_DIR
+from cnn_zoo.cli.config_checks import check_trainer_config
+from cnn_zoo.cli.hydra_entry import hydra_command
+from cnn_zoo.cli.run_folder import resume_arguments
+from cnn_zoo.cli.run_logging import tidy_output
+from cnn_zoo.runtime import memory, performance
+from cnn_zoo.runtime.errors import CnnZooError, user_errors
+from cnn_zoo.runtime.faults import run_faults
 
 if TYPE_CHECKING:  # Lightning, torch and the pipeline load in train(): `--help` answers without them
     import lightning as L
@@ -37,13 +37,13 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
     performance.expect_loader_workers(int(cfg.data.get("num_workers") or 0))  # before torch loads: OpenMP's waiting
     import lightning as L
 
-    from cnn_zoo import switches
-    from cnn_zoo.checkpointing import resume_checkpoint
-    from cnn_zoo.config import to_plain
+    from cnn_zoo.callbacks.checkpointing import resume_checkpoint
+    from cnn_zoo.callbacks.inspection import log_run_hparams
+    from cnn_zoo.cli.config import to_plain
     from cnn_zoo.data import auto_batch_size
-    from cnn_zoo.inspection import log_run_hparams
-    from cnn_zoo.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
-    from cnn_zoo.report_page import write_run_page
+    from cnn_zoo.reporting.run_page import write_run_page
+    from cnn_zoo.training import switches
+    from cnn_zoo.training.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
 
     tidy_output()
     auto_batch = auto_batch_size.prepare(cfg)  # data.batch_size=auto: a number from here on
@@ -93,7 +93,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
         result[auto_batch_size.METRIC] = float(cfg.data.batch_size)
     if trainer.is_global_zero:
         path = write_json(cfg.paths.output_dir, "metrics.json", result)
-        write_run_page(cfg.paths.output_dir)  # report.html: cnn_zoo.report_page
+        write_run_page(cfg.paths.output_dir)  # report.html: cnn_zoo.reporting.run_page
         log.info("metrics: %s", {k: round(v, 4) for k, v in result.items() if k.startswith(("test/", "val/"))})
         log.info("run folder: %s", path.parent)
     log_run_hparams(trainer, cfg, result)  # TensorBoard's HParams tab: this config beside these metrics
@@ -121,12 +121,12 @@ def run(cfg: DictConfig) -> float | None:
         except CnnZooError as err:
             log.error("job failed: %s", err)
             raise
-    with user_errors(), run_faults(cfg):  # a fault of a long run is one line too (cnn_zoo.faults)
+    with user_errors(), run_faults(cfg):  # a fault of a long run is one line too (cnn_zoo.runtime.faults)
         return objective(cfg, train(cfg), required=False)
 
 
 def main() -> float | None:
-    """The command line: `resume=<run folder>` first becomes that run's own overrides (`cnn_zoo.run_folder`).
+    """The command line: `resume=<run folder>` first becomes that run's own overrides (`cnn_zoo.cli.run_folder`).
 
     OpenMP's waiting is chosen here, before anything loads torch (`performance.set_openmp_defaults`)."""
     performance.set_openmp_defaults()

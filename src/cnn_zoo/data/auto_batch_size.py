@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def search(trainer: Any, model: Any, datamodule: Any, cfg: DictConfig) -> int:
     datamodule.batch_size = found
     cfg.data.batch_size = found
     if trainer.is_global_zero:
-        from cnn_zoo.pipeline import write_json
+        from cnn_zoo.training.pipeline import write_json
 
         write_json(cfg.paths.output_dir, STORED, {"batch_size": found})
     log.info("data.batch_size=auto: %d (Lightning's batch-size finder, %s mode, up to %s)", found, options.mode,

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from cnn_zoo.data.batches import FinishingEpochLoader, FinishingLoader, stacked, tensor_batches
 from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ZooDataModule(L.LightningDataModule):
     def loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
-        # shuffling by (seed, epoch), iterators seeded from their own generator: exact resumes (cnn_zoo.resume)
+        # shuffling by (seed, epoch), iterators seeded by their own generator: exact resumes (callbacks.resume)
         seed = torch.initial_seed()
         batched = tensor_batches(dataset)  # in-memory tensors: one indexing per batch, not per sample
         source = batched if batched is not None else dataset

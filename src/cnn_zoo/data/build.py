@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from PIL import Image
 
 from cnn_zoo.data.build import Prepared, atomic_folder
 from cnn_zoo.data.download import Resource, fetch
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.progress import Stage, stage
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.runtime.progress import Stage, stage
 
 log = logging.getLogger(__name__)
 

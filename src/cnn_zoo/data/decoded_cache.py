@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn_zoo.progress import track
+from cnn_zoo.runtime.progress import track
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 AUGMENTATION_DEVICES = ("cpu", "accelerator", "auto")
 REFLECT_BORDERS = (2, 4)  # cv2.BORDER_REFLECT, BORDER_REFLECT_101: grid_sample's "reflection"

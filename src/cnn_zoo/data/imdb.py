@@ -37,8 +37,8 @@ from cnn_zoo.data.text import (
     tokenize,
     write_vocabulary,
 )
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.progress import track
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.runtime.progress import track
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from torchvision.datasets import MNIST
 from cnn_zoo.data.base import ZooDataModule, renamed, resolve_dir
 from cnn_zoo.data.batches import CompactImages
 from cnn_zoo.data.spec import DataSpec, DataStats, ImagePreprocessing
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 METRIC = "data/skipped_images"

@@ -27,7 +27,7 @@ from cnn_zoo.data.kinds import (
     kind_named,
 )
 from cnn_zoo.data.kinds.base import module_of
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 __all__ = ["DataSpec", "DataStats", "ImagePreprocessing", "SequencePreprocessing", "TextPreprocessing", "from_facts"]
 

@@ -32,8 +32,8 @@ import pandas as pd
 
 from cnn_zoo.data.build import Prepared, atomic_folder
 from cnn_zoo.data.download import Resource, fetch
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.progress import track
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.runtime.progress import track
 
 log = logging.getLogger(__name__)
 

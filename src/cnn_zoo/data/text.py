@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnn_zoo.data.spec import DataSpec, DataStats, TextPreprocessing
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 PAD, OOV = "<pad>", "<oov>"
 PAD_INDEX, OOV_INDEX = 0, 1

@@ -26,7 +26,7 @@ from cnn_zoo.data.text import (
     tokenize,
     write_vocabulary,
 )
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
-from cnn_zoo.errors import CnnZooError  # noqa: E402
-from cnn_zoo.mixing import MIXING_KEYS  # noqa: E402
+from cnn_zoo.runtime.errors import CnnZooError  # noqa: E402
+from cnn_zoo.training.mixing import MIXING_KEYS  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

@@ -31,10 +31,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models.feature_cache import FeatureCache
 from cnn_zoo.models.transfer import BATCHNORM, MODES, PhasedFineTuning
 from cnn_zoo.models.weights import imagenet_weights, load_backbone_weights, read_state_dict
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class BackboneNet(PhasedFineTuning, nn.Module):
     """Any timm / torchvision classifier's body + a new linear head, frozen or fine-tuned by parameter groups.
 
     Implements `ScheduledNet`, `PretrainedNet` and `ExportableNet` (cnn_zoo.models.interfaces), and
-    `gradcam_layer` for `cnn_zoo.interpret.layers.find_layer`.
+    `gradcam_layer` for `cnn_zoo.interpretation.layers.find_layer`.
     """
 
     data_inputs = ("num_outputs", "in_channels", "input_size", "train_augmentation")

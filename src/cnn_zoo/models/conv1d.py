@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models.layers import activation, activation_and_pool, dense_stack
+from cnn_zoo.runtime.errors import CnnZooError
 
 
 class LastStep(nn.Module):

@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from torch import nn
 
 from cnn_zoo.data.spec import DataSpec, num_outputs_for
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 
 def available_inputs(data: DataSpec | Mapping[str, Any]) -> dict[str, Any]:

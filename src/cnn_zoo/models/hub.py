@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 

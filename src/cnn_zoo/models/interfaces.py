@@ -3,7 +3,7 @@
 A network with a training schedule (transfer learning's frozen then fine-tuned phases) implements
 `ScheduledNet`; one whose weights come from outside the checkpoint (ImageNet files) implements `PretrainedNet`.
 The Classifier checks `isinstance(net, ScheduledNet)` (runtime-checkable Protocols) instead of probing names;
-attribution (`cnn_zoo.interpret`) asks a `BackboneWithoutGradients` net for gradients through all its layers.
+attribution (`cnn_zoo.interpretation`) asks a `BackboneWithoutGradients` net for gradients through all its layers.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "ge
 
 
 def activation(name: str) -> nn.Module:
-    from cnn_zoo.errors import CnnZooError
+    from cnn_zoo.runtime.errors import CnnZooError
 
     if name not in ACTIVATIONS:
         raise CnnZooError(f"model.net.activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
@@ -33,7 +33,7 @@ def activation_and_pool(act: nn.Module, pool: nn.Module | None) -> list[nn.Modul
 @torch.no_grad()
 def flat_size(features: nn.Module, in_channels: int, input_size: list[int] | tuple[int, ...]) -> int:
     """Feature count after `features` for one input: the Flatten-Dense boundary, without LazyLinear."""
-    from cnn_zoo.errors import CnnZooError
+    from cnn_zoo.runtime.errors import CnnZooError
 
     was_training = features.training
     features.eval()

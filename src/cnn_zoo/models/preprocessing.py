@@ -10,8 +10,8 @@ A network class may declare two static functions of its `model.net` config:
 The model config's `data_defaults` says which data keys follow the weights (conf/data/catsdogs.yaml reads them:
 `image_size: ${oc.select:model.data_defaults.image_size,180}`). A value `weights` is replaced by the weights' own;
 a value the user set that differs from the weights' is kept, with one warning saying what it costs.
-`prepare_data_config(cfg)` does both before the datamodule is built (`cnn_zoo.pipeline.build_datamodule`), so the
-resolved values are what the checkpoint's data spec records and evaluate, predict, export and explain use.
+`prepare_data_config(cfg)` does both before the datamodule is built (`cnn_zoo.training.pipeline.build_datamodule`), so
+the resolved values are what the checkpoint's data spec records and evaluate, predict, export and explain use.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from cnn_zoo.config import to_plain
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.cli.config import to_plain
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 

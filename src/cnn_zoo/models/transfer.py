@@ -28,7 +28,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from cnn_zoo.errors import CnnZooError
 from cnn_zoo.models.feature_cache import FeatureCache
 from cnn_zoo.models.layers import dense_stack, flat_size
 from cnn_zoo.models.weights import (
@@ -39,6 +38,7 @@ from cnn_zoo.models.weights import (
     load_backbone_weights,
     read_state_dict,
 )
+from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)
 

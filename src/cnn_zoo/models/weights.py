@@ -21,8 +21,8 @@ import torch
 import torchvision
 from torch import nn
 
-from cnn_zoo.errors import CnnZooError
-from cnn_zoo.torch_files import load_torch_file
+from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.runtime.torch_files import load_torch_file
 
 log = logging.getLogger(__name__)
 

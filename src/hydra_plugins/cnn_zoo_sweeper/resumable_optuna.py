@@ -1,7 +1,7 @@
 """cnn_zoo's Optuna sweeper (Optuna >= 4, ask/tell): `hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml).
 
 Hydra imports every module under `hydra_plugins` at each start of any Hydra app, so this one imports only
-Hydra at the top: Optuna and the search itself (`cnn_zoo.optuna_search`) load when a search starts.
+Hydra at the top: Optuna and the search itself (`cnn_zoo.search.optuna_search`) load when a search starts.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 
 class ResumableOptunaSweeper(Sweeper):
-    """A study in `storage` that a rerun continues and several workers share (see `cnn_zoo.optuna_search`).
+    """A study in `storage` that a rerun continues and several workers share (see `cnn_zoo.search.optuna_search`).
 
     `n_trials` is the study's total; `n_jobs` trials are launched at a time; a trial whose worker fell
     silent for `grace_period` seconds (heartbeats every `heartbeat_interval`) is recorded failed.
@@ -51,6 +51,6 @@ class ResumableOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        from cnn_zoo.optuna_search import Search
+        from cnn_zoo.search.optuna_search import Search
 
         Search(self, arguments).run()

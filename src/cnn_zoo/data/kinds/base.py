@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor, nn
 
     from cnn_zoo.data.spec import DataSpec
-    from cnn_zoo.interpret.attribution import Attribution
-    from cnn_zoo.interpret.index import Entry
-    from cnn_zoo.interpret.toplosses import Mistake
+    from cnn_zoo.interpretation.attribution import Attribution
+    from cnn_zoo.interpretation.index import Entry
+    from cnn_zoo.interpretation.toplosses import Mistake
 
 
 @dataclass
@@ -186,7 +186,7 @@ class DataKind(ABC):
         self, spec: DataSpec, model: nn.Module, x: Tensor, target: int, binary: bool, steps: int
     ) -> Attribution:
         """Integrated gradients of `target` over the float input from zeros: values shaped like x[0]."""
-        from cnn_zoo.interpret.attribution import sequence_attributions
+        from cnn_zoo.interpretation.attribution import sequence_attributions
 
         return sequence_attributions(model, x, target, binary, steps)
 
@@ -199,7 +199,7 @@ class DataKind(ABC):
     def draw(self, spec: DataSpec, sample: Sample, values: np.ndarray, path: Path, title: str, label: str,
              entry: Entry) -> None:  # fmt: skip
         """Add the figure of `values` (an attribution or Grad-CAM) over `sample` to `entry`: the series plot."""
-        from cnn_zoo.interpret import render
+        from cnn_zoo.interpretation import render
 
         series = sample.x[0].detach().float().cpu().numpy()
         series = series.reshape(1, -1) if series.ndim == 1 else series.reshape(series.shape[0], -1)
@@ -213,7 +213,7 @@ class DataKind(ABC):
 
     def draw_mistakes(self, spec: DataSpec, drawing: MistakeDrawing) -> Figure | None:
         """The top-loss figure (written to `folder/top_losses.png` too), or None: the table alone shows them."""
-        from cnn_zoo.interpret.render import series_grid
+        from cnn_zoo.interpretation.render import series_grid
 
         inputs = drawing.inputs.float().numpy()
         inputs = inputs.reshape(len(inputs), inputs.shape[1] if inputs.ndim > 2 else 1, -1)

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from cnn_zoo.data.kinds.base import DataKind, MistakeDrawing, RawInput, Sample, register_kind
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor, nn
 
     from cnn_zoo.data.spec import DataSpec
-    from cnn_zoo.interpret.attribution import Attribution
-    from cnn_zoo.interpret.index import Entry
+    from cnn_zoo.interpretation.attribution import Attribution
+    from cnn_zoo.interpretation.index import Entry
 
 # image data config keys that must follow the checkpoint when `data=` rebuilds the datamodule from config
 FOLLOW_CHECKPOINT = {
@@ -144,7 +144,7 @@ class ImageKind(DataKind):
     def integrated_gradients(
         self, spec: DataSpec, model: nn.Module, x: Tensor, target: int, binary: bool, steps: int
     ) -> Attribution:
-        from cnn_zoo.interpret.attribution import image_integrated_gradients
+        from cnn_zoo.interpretation.attribution import image_integrated_gradients
 
         return image_integrated_gradients(model, x, target, binary, steps)
 
@@ -154,21 +154,21 @@ class ImageKind(DataKind):
         """|d score / d pixel|, scaled to a maximum of 1."""
         from dataclasses import replace
 
-        from cnn_zoo.interpret.attribution import saliency
+        from cnn_zoo.interpretation.attribution import saliency
 
         result = saliency(model, x, target, binary)
         return replace(result, values=result.values / (float(result.values.max()) or 1.0)), "saliency"
 
     def draw(self, spec: DataSpec, sample: Sample, values: np.ndarray, path: Path, title: str, label: str,
              entry: Entry) -> None:  # fmt: skip
-        from cnn_zoo.interpret import render
+        from cnn_zoo.interpretation import render
 
         image = np.asarray(sample.shown, dtype=np.float32) / 255.0
         entry.figures.append(render.heatmap_figure(image, values, path, f"{sample.name}: {title}", label))
 
     def draw_mistakes(self, spec: DataSpec, drawing: MistakeDrawing) -> Figure | None:
         """The top-loss images with the Grad-CAM of their (wrong) prediction over them."""
-        from cnn_zoo.interpret.render import mistakes_grid
+        from cnn_zoo.interpretation.render import mistakes_grid
 
         images = self.displayable(spec, drawing.inputs).permute(0, 2, 3, 1).numpy()
         heatmaps = drawing.heatmaps()

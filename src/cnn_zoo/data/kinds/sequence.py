@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from cnn_zoo.data.kinds.base import DataKind, RawInput, Sample, register_kind
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 if TYPE_CHECKING:
     from cnn_zoo.data.spec import DataSpec

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from cnn_zoo.data.kinds.base import DataKind, MistakeDrawing, RawInput, Sample, register_kind
-from cnn_zoo.errors import CnnZooError
+from cnn_zoo.runtime.errors import CnnZooError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from torch import Tensor, nn
 
     from cnn_zoo.data.spec import DataSpec
-    from cnn_zoo.interpret.attribution import Attribution
-    from cnn_zoo.interpret.index import Entry
+    from cnn_zoo.interpretation.attribution import Attribution
+    from cnn_zoo.interpretation.index import Entry
 
 
 @dataclass(frozen=True)
@@ -129,13 +129,13 @@ class TextKind(DataKind):
         self, spec: DataSpec, model: nn.Module, x: Tensor, target: int, binary: bool, steps: int
     ) -> Attribution:
         """Over the embedding (ids are not differentiable), from the all-padding review."""
-        from cnn_zoo.interpret.attribution import token_attributions
+        from cnn_zoo.interpretation.attribution import token_attributions
 
         return token_attributions(model, x, target, binary, spec.preprocessing.pad_index, steps)
 
     def draw(self, spec: DataSpec, sample: Sample, values: np.ndarray, path: Path, title: str, label: str,
              entry: Entry) -> None:  # fmt: skip
-        from cnn_zoo.interpret import render
+        from cnn_zoo.interpretation import render
 
         tokens = self.words(spec, sample.x[0])
         entry.fragments.append(render.token_html(tokens, values, f"{title} (red: for, blue: against)"))
@@ -148,7 +148,7 @@ class TextKind(DataKind):
         """`top_losses.html`: each misread review's words, coloured by the Grad-CAM of the wrong prediction (the
         run page shows it); without a convolution or with `heatmaps: false`, the words uncoloured. No figure: the
         table is what TensorBoard shows."""
-        from cnn_zoo.interpret.render import token_html
+        from cnn_zoo.interpretation.render import token_html
 
         if drawing.folder is None or not spec.preprocessing.vocab:
             return None
