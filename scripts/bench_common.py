@@ -312,7 +312,9 @@ def reported(run: ProcessRun, output: str) -> ProcessRun:
     return run
 
 
-LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[cnn_zoo\.training_progress\]\[INFO\] - (.*)$")
+LOG_LINE = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[cnn_zoo\.callbacks\.training_progress\]\[INFO\] - (.*)$"
+)
 EPOCH_LINE = re.compile(r"^epoch \d+/\d+ (\d+(?:\.\d+)?)s(?: cpu=(\d+(?:\.\d+)?)s)?")
 
 

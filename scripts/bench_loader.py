@@ -21,7 +21,8 @@ import hydra.utils
 import torch
 
 from bench_common import machine, markdown_table, write_report
-from cnn_zoo.cli.config import compose_train_config, to_plain
+from cnn_zoo.cli.config import compose_train_config
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.training.pipeline import build_classifier, build_datamodule
 
 

@@ -28,7 +28,8 @@ def problems(wheel: Path) -> list[str]:
     names = zipfile.ZipFile(wheel).namelist()
     expected = {f"cnn_zoo/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
     # the report pages' templates (cnn_zoo.reporting.run_page reads them beside the module)
-    expected |= {f"cnn_zoo/reporting/templates/{p.name}" for p in (ROOT / "src" / "cnn_zoo" / "templates").iterdir()}
+    templates = ROOT / "src" / "cnn_zoo" / "reporting" / "templates"
+    expected |= {f"cnn_zoo/reporting/templates/{p.name}" for p in templates.iterdir()}
     found: list[str] = [f"missing {name}" for name in sorted(expected - set(names))]
     entry_points = next((n for n in names if n.endswith(".dist-info/entry_points.txt")), None)
     text = zipfile.ZipFile(wheel).read(entry_points).decode() if entry_points else ""

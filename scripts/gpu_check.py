@@ -126,7 +126,7 @@ def loader_rate(cfg: Any, batches: int, device: str) -> float:
 
 def data_roots(images: int) -> tuple[Path, list[str]]:
     """The data folder and the cats/dogs folder's name: the real ones when present, else generated."""
-    from cnn_zoo.cli.config import user_cache_dir
+    from cnn_zoo.runtime.config_values import user_cache_dir
 
     real = Path(__import__("os").environ.get("CNN_ZOO_DATA_DIR", "data"))
     if (real / "MNIST" / "raw").is_dir() and (real / "cats_and_dogs_small" / "train").is_dir():

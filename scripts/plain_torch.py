@@ -71,8 +71,8 @@ def main() -> None:
     import hydra.utils
     import torch
 
-    from cnn_zoo.cli.config import to_plain
     from cnn_zoo.models import build_net
+    from cnn_zoo.runtime.config_values import to_plain
 
     print(performance.openmp_choice, flush=True)  # the same OpenMP waiting as train chooses for these overrides
     print(performance.flush_denormals(bool(cfg.get("flush_denormal", True))), flush=True)  # the same math as train

@@ -9,9 +9,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from cnn_zoo.cli.config import CONFIG_DIR, to_plain
+from cnn_zoo.cli.config import CONFIG_DIR
 from cnn_zoo.data.image_folder import ImageFolderDataModule
 from cnn_zoo.data.transforms import augmentation_transforms, eval_transform
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
 from tests.fixtures import make_image_folder
 

@@ -20,7 +20,8 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from cnn_zoo.cli.config import compose_train_config, user_cache_dir
+from cnn_zoo.cli.config import compose_train_config
+from cnn_zoo.runtime.config_values import user_cache_dir
 from tests.conftest import FAST, require_real
 
 pytestmark = pytest.mark.real_data

@@ -273,8 +273,7 @@ def test_a_full_disk_writing_an_event_file_or_metrics_json_is_the_same_one_line(
 
 def test_the_run_files_on_a_full_disk_name_themselves_and_leave_the_previous_file_whole(small_disk) -> None:
     from cnn_zoo.reporting.run_page import write_run_page
-    from cnn_zoo.runtime.faults import DiskFull
-    from cnn_zoo.training.pipeline import write_json
+    from cnn_zoo.runtime.faults import DiskFull, write_json
     from tests.fixtures_faults import fill_disk
 
     disk = small_disk("1m")

@@ -19,7 +19,6 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import cnn_zoo.data.transforms as transforms_module
-from cnn_zoo.cli.config import to_plain
 from cnn_zoo.data.batches import FinishingLoader
 from cnn_zoo.data.decoded_cache import MappedImages
 from cnn_zoo.data.device_augment import DeviceAugmentation
@@ -32,6 +31,7 @@ from cnn_zoo.data.image_folder import (
     split_samples,
 )
 from cnn_zoo.data.transforms import augmentation_transforms, decode_image
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
 from tests.fixtures import make_image_folder
 from tests.fixtures_image_cache import write_truncatable_jpeg

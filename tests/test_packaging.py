@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from cnn_zoo.cli.hydra_entry import config
+from cnn_zoo.cli import config
+from cnn_zoo.runtime import config_values
 from tests.conftest import QUIET, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +21,7 @@ def test_config_dir_is_the_checkouts_conf_here_and_the_packaged_copy_when_instal
     assert config.config_dir() == ROOT / "conf"
     package = tmp_path / "site-packages" / "cnn_zoo"
     (package / "conf").mkdir(parents=True)
-    monkeypatch.setattr(config, "__file__", str(package / "config.py"))
+    monkeypatch.setattr(config, "__file__", str(package / "cli" / "config.py"))
     assert config.config_dir() == package / "conf"
 
 
@@ -28,10 +29,10 @@ def test_cache_dir_follows_the_environment_and_never_points_into_the_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CNN_ZOO_CACHE_DIR", str(tmp_path / "mine"))
-    assert config.user_cache_dir() == tmp_path / "mine"
+    assert config_values.user_cache_dir() == tmp_path / "mine"
     monkeypatch.delenv("CNN_ZOO_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert config.user_cache_dir() == tmp_path / "xdg" / "cnn_zoo"
+    assert config_values.user_cache_dir() == tmp_path / "xdg" / "cnn_zoo"
 
 
 def test_every_console_script_names_a_main_that_exists() -> None:

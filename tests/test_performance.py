@@ -119,7 +119,7 @@ def test_hydras_callbacks_load_no_torch_so_train_tells_openmp_its_workers_first(
 
 def test_the_entry_points_choice_keeps_the_users_openmp_setting() -> None:
     code = (
-        "import os; from cnn_zoo import performance; performance.set_openmp_defaults(); import torch; "
+        "import os; from cnn_zoo.runtime import performance; performance.set_openmp_defaults(); import torch; "
         "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
     )
     unset = (*performance.OPENMP_SETTINGS, performance.CHOICE_VARIABLE)
@@ -148,7 +148,7 @@ def test_the_openmp_choice_is_made_as_torch_is_first_imported_and_not_before() -
     """The look at the cores' load runs while the process imports and composes, not in a 0.1 s pause of its own."""
     code = (
         "import os, sys\n"
-        "from cnn_zoo import performance\n"
+        "from cnn_zoo.runtime import performance\n"
         "performance.set_openmp_defaults()\n"
         "hook = lambda: any(isinstance(f, performance.ChooseOpenMPBeforeTorch) and not f.done for f in sys.meta_path)\n"
         "print(os.environ.get('CNN_ZOO_OPENMP_CHOICE'), hook(), performance.openmp_choice.reason)\n"
@@ -183,7 +183,7 @@ def test_the_load_seen_leaves_out_this_processs_own_work(tmp_path: Path, monkeyp
 def test_denormals_are_flushed_in_every_thread_that_starts_afterwards(enabled: bool) -> None:
     """Denormal inputs count as zero (DAZ) in the OpenMP threads too, when set before torch's first parallel op."""
     code = (
-        "from cnn_zoo import performance; import torch; torch.set_num_threads(2)\n"
+        "from cnn_zoo.runtime import performance; import torch; torch.set_num_threads(2)\n"
         f"print(performance.flush_denormals({enabled}))\n"
         "x = torch.full((4_000_000,), 1e-39)\n"  # large enough for every thread to take a share
         "print(float((x * 3.0).sum()))"
@@ -198,7 +198,7 @@ def test_denormals_are_flushed_in_every_thread_that_starts_afterwards(enabled: b
 def test_without_cuda_devices_availability_is_asked_of_the_runtime_not_nvml() -> None:
     """Lightning's NVML check searches the library path at every optimizer step where there is no driver."""
     code = (
-        "import os, lightning, torch; from cnn_zoo import performance\n"
+        "import os, lightning, torch; from cnn_zoo.runtime import performance\n"
         "print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'), torch.cuda.is_available())\n"
         "print(performance.cuda_check_by_runtime_without_devices())\n"
         "print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'), torch.cuda.is_available())"

@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
 from cnn_zoo.callbacks.checkpointing import AtomicCheckpointIO
-from cnn_zoo.cli.config import to_plain
 from cnn_zoo.data.image_folder import ImageFolderDataModule
 from cnn_zoo.data.sampling import EpochLoader, EpochRandomSampler, SeededSamples
 from cnn_zoo.runtime.atomic import write_atomic
+from cnn_zoo.runtime.config_values import to_plain
 from tests import conftest
 from tests.conftest import run_command
 from tests.fixtures import make_image_folder

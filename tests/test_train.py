@@ -138,7 +138,7 @@ def test_each_epoch_writes_last_ckpt_once_and_the_best_only_when_it_improves(
     compose_cfg, mnist_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The monitoring checkpoint leaves last.ckpt to LatestCheckpoint: one write of each state, not two."""
-    from cnn_zoo.callbacks.model_summary import checkpointing
+    from cnn_zoo.callbacks import checkpointing
 
     written: list[str] = []
     write = checkpointing.write_atomic

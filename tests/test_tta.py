@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn_zoo.cli.config import CONFIG_DIR, to_plain
+from cnn_zoo.cli.config import CONFIG_DIR
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.training.classifier import Classifier
 from cnn_zoo.training.tta import TestTimeAugmentation as TTA  # (an alias pytest does not try to collect)

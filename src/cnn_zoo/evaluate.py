@@ -21,13 +21,14 @@ from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnn_zoo.callbacks.inspection import ConfusionMatrixImage, TopLosses
-from cnn_zoo.cli.config import to_plain
 from cnn_zoo.cli.hydra_entry import entry_point
 from cnn_zoo.reporting.run_page import write_run_page
 from cnn_zoo.reporting.run_record import RunRecord
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.runtime.faults import write_json
 from cnn_zoo.training.inference import datamodule_for, inference_trainer, load_classifier
-from cnn_zoo.training.pipeline import scalar_metrics, write_json
+from cnn_zoo.training.pipeline import scalar_metrics
 
 log = logging.getLogger(__name__)
 

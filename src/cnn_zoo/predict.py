@@ -24,11 +24,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from cnn_zoo.cli.config import to_plain
 from cnn_zoo.cli.hydra_entry import entry_point
 from cnn_zoo.data.kinds import RawInput
 from cnn_zoo.data.spec import DataSpec
 from cnn_zoo.runtime import startup_gc
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.training.inference import load_classifier
 from cnn_zoo.training.options import check_model_options

@@ -39,11 +39,12 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> dict[s
 
     from cnn_zoo.callbacks.checkpointing import resume_checkpoint
     from cnn_zoo.callbacks.inspection import log_run_hparams
-    from cnn_zoo.cli.config import to_plain
     from cnn_zoo.data import auto_batch_size
     from cnn_zoo.reporting.run_page import write_run_page
+    from cnn_zoo.runtime.config_values import to_plain
+    from cnn_zoo.runtime.faults import write_json
     from cnn_zoo.training import switches
-    from cnn_zoo.training.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics, write_json
+    from cnn_zoo.training.pipeline import build_classifier, build_datamodule, build_trainer, scalar_metrics
 
     tidy_output()
     auto_batch = auto_batch_size.prepare(cfg)  # data.batch_size=auto: a number from here on

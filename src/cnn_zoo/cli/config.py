@@ -1,13 +1,12 @@
-"""Where the Hydra configs live, and plain-container conversion for everything stored in checkpoints."""
+"""Where the Hydra configs live, the resolvers they use (cache folder, `fast`, job folders), composing a config."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnn_zoo.runtime.config_values import user_cache_dir
 from cnn_zoo.runtime.performance import register_resolvers
 from cnn_zoo.search.sweeps import job_folder
 
@@ -24,28 +23,11 @@ def config_dir() -> Path:
 CONFIG_DIR = str(config_dir())
 
 
-def user_cache_dir() -> Path:
-    """Downloads, extracted archives and encoded datasets: `CNN_ZOO_CACHE_DIR`, else the user's cache folder.
-
-    Never inside the package or the data folder, so both may be read-only.
-    """
-    if os.environ.get("CNN_ZOO_CACHE_DIR"):
-        return Path(os.environ["CNN_ZOO_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cnn_zoo"
-
-
 # `${cnn_zoo.cache_dir:}` in conf/paths/default.yaml
 OmegaConf.register_new_resolver("cnn_zoo.cache_dir", lambda: str(user_cache_dir()), replace=True)
 register_resolvers()  # `fast=auto`: the configs' ${fast_precision:...} and ${fast_channels_last:...}
 # `hydra.sweep.subdir` in conf/hydra/default.yaml: `3_model=lenet,optimizer.lr=0.001`
 OmegaConf.register_new_resolver("cnn_zoo.job_folder", lambda num, overrides: job_folder(num, overrides), replace=True)
-
-
-def to_plain(value: Any) -> Any:
-    """Resolve an OmegaConf node to dicts/lists/scalars: checkpoints must load with `weights_only=True`."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def compose_train_config(overrides: list[str], run_dir: str | Path, config_name: str = "train") -> DictConfig:

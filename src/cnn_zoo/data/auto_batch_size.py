@@ -98,7 +98,7 @@ def search(trainer: Any, model: Any, datamodule: Any, cfg: DictConfig) -> int:
     datamodule.batch_size = found
     cfg.data.batch_size = found
     if trainer.is_global_zero:
-        from cnn_zoo.training.pipeline import write_json
+        from cnn_zoo.runtime.faults import write_json
 
         write_json(cfg.paths.output_dir, STORED, {"batch_size": found})
     log.info("data.batch_size=auto: %d (Lightning's batch-size finder, %s mode, up to %s)", found, options.mode,

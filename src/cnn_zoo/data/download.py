@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnn_zoo.cli.config import user_cache_dir
+from cnn_zoo.runtime.config_values import user_cache_dir
 from cnn_zoo.runtime.errors import CnnZooError, one_line
 from cnn_zoo.runtime.progress import stage
 
@@ -41,7 +41,7 @@ class Resource:
 
 
 def cache_root() -> Path:
-    """Where downloads and other re-creatable files go (`cnn_zoo.cli.config.user_cache_dir`), absolute."""
+    """Where downloads and other re-creatable files go (`cnn_zoo.runtime.config_values.user_cache_dir`), absolute."""
     return user_cache_dir().resolve()
 
 

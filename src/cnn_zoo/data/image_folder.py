@@ -37,7 +37,6 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
-from cnn_zoo.cli.config import to_plain, user_cache_dir
 from cnn_zoo.data.base import ZooDataModule, renamed, require_fraction, resolve_dir
 from cnn_zoo.data.batches import LutNormalize
 from cnn_zoo.data.decoded_cache import DecodedCache, DiskFull, Listing, MappedImages
@@ -53,6 +52,7 @@ from cnn_zoo.data.transforms import (
     normalization_stats,
     resampling,
 )
+from cnn_zoo.runtime.config_values import to_plain, user_cache_dir
 from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.runtime.progress import track
 

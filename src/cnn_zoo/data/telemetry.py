@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from cnn_zoo.cli.config import to_plain
 from cnn_zoo.data.base import ZooDataModule, renamed, require_fraction, require_positive, resolve_dir
 from cnn_zoo.data.csv_table import CsvFormat, Segment, read_table
 from cnn_zoo.data.spec import DataSpec, DataStats, SequencePreprocessing, plain
@@ -43,6 +42,7 @@ from cnn_zoo.data.windows import (
     rows_dataset,
     with_differences,
 )
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)

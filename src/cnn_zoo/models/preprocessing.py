@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from cnn_zoo.cli.config import to_plain
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -29,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from cnn_zoo.runtime.atomic import write_atomic
 from cnn_zoo.runtime.errors import EXIT_SIGNAL_BASE, CnnZooError
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,15 @@ def writing(path: str | Path, needed: int | None = None) -> Iterator[None]:
         if full_disk_error(err) is None:
             raise
         raise DiskFull(path, needed, err) from err
+
+
+def write_json(output_dir: str | Path, name: str, content: Any) -> Path:
+    """A run file (metrics.json, data.json ...) written whole or not at all; a full disk is the one line."""
+    path = Path(output_dir) / name
+    text = json.dumps(content, indent=2) + "\n"
+    with writing(path, len(text.encode())):  # a full disk: one line naming the file; the previous file stays whole
+        write_atomic(path, text)
+    return path
 
 
 def human_bytes(size: float) -> str:
@@ -241,8 +252,6 @@ def record_divergence(err: Any) -> None:
     """`metrics.json` of the diverged run: its metrics so far, `"status": "diverged"` and the line."""
     if getattr(err, "write_to", None) is None:
         return
-    from cnn_zoo.training.pipeline import write_json
-
     values = {k: v for k, v in err.metrics.items() if v == v}  # NaN is not JSON: leave it out
     write_json(err.write_to, "metrics.json", {**values, "status": "diverged", "error": str(err)})
 

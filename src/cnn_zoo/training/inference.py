@@ -10,9 +10,9 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, open_dict
 
-from cnn_zoo.cli.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.spec import DataSpec
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.runtime.torch_files import load_torch_file
 from cnn_zoo.training.classifier import Classifier

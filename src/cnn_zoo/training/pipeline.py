@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import hydra.utils
@@ -16,13 +14,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from cnn_zoo.callbacks.model_summary import ResumeCollection
-from cnn_zoo.cli.config import to_plain
 from cnn_zoo.data.base import ZooDataModule
 from cnn_zoo.data.skipped import SkippedImages
 from cnn_zoo.data.spec import DataSpec
-from cnn_zoo.runtime.atomic import write_atomic
+from cnn_zoo.runtime.config_values import to_plain
 from cnn_zoo.runtime.errors import CnnZooError
-from cnn_zoo.runtime.faults import writing
 from cnn_zoo.runtime.hook_dispatch import skip_idle_batch_hooks
 from cnn_zoo.runtime.profiling import NoProfiler
 from cnn_zoo.search.trial_pruning import pruning_callbacks
@@ -104,11 +100,3 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         if not math.isnan(number):
             out[key] = number
     return dict(sorted(out.items()))
-
-
-def write_json(output_dir: str | Path, name: str, content: Any) -> Path:
-    path = Path(output_dir) / name
-    text = json.dumps(content, indent=2) + "\n"
-    with writing(path, len(text.encode())):  # a full disk: one line naming the file; the previous file stays whole
-        write_atomic(path, text)
-    return path

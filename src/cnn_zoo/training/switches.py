@@ -114,7 +114,7 @@ def find_learning_rate(
 def tested_checkpoint_model(ckpt_path: str, cfg: DictConfig, class_names: list[str]) -> Classifier:
     """`train=false`: the checkpoint's own classifier (its network and data spec), with this run's TTA, checked to
     classify the classes of this run's data."""
-    from cnn_zoo.cli.config import to_plain
+    from cnn_zoo.runtime.config_values import to_plain
     from cnn_zoo.training.inference import load_classifier
 
     model = load_classifier(ckpt_path, tta=to_plain(cfg.get("tta")) or None)
