@@ -336,6 +336,22 @@ def test_a_stop_signal_mid_epoch_saves_and_the_resumed_run_is_the_same(
     assert_same_run(whole, run)
 
 
+def test_a_stop_in_the_last_epoch_resumes_to_the_same_training_metrics(
+    mnist_root: Path, whole: Path, tmp_path: Path
+) -> None:
+    """The final metrics.json holds the last epoch's train/* values: the batches tallied before the stop travel in
+    the checkpoint, so the resumed epoch's loss and accuracy cover all of its batches (before: only those after)."""
+    run = tmp_path / "run"
+    result = cli(mnist_root, *ARGS, f"hydra.run.dir={run}", **{FAULT: "sigterm", STEP: "20"})  # in step 21, epoch 3
+    assert one_line(result, 143, prefix="stopped").startswith("stopped at epoch 3, step 21 (SIGTERM)")
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["train_tally"]["samples"] == 5 * 32  # the last epoch's batches before the stop
+    resumed = cli(mnist_root, f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(whole, run)
+    assert {k for k in metrics(run) if k.startswith("train/")} >= {"train/loss", "train/acc"}
+
+
 def test_ctrl_c_from_outside_stops_cleanly_and_resumes_exactly(mnist_root: Path, whole: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = environment(mnist_root, **{SLEEP: "0.3"})  # 2.4 s an epoch: time to be interrupted

@@ -197,9 +197,15 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_acc_best"] = float(self.val_acc_best.max_value)
+        if not self.train_tally.empty:  # saved mid-epoch (a stop signal, step-wise checkpoints)
+            checkpoint["train_tally"] = self.train_tally.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A mid-epoch resume gets no epoch-start hook, so the epoch goes on with the batches tallied before the
+        stop; a resume at an epoch's end starts the next epoch, whose hook empties the tally."""
         self.resumed_acc_best = checkpoint.get("val_acc_best")
+        if "train_tally" in checkpoint:
+            self.train_tally.load_state_dict(checkpoint["train_tally"], self.device)
 
     def setup(self, stage: str) -> None:
         """Before the strategy wraps the net: DDP keeps in sync only the parameters requiring grad at that time."""

@@ -9,6 +9,8 @@ batches at a time, and the epoch's values are logged once: the same counts, so t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import MetricCollection
@@ -57,6 +59,45 @@ class EpochTally:
         self.reset()
         return loss, values
 
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors (a checkpoint loads with `weights_only=True`): a run stopped mid-epoch and resumed ends
+        that epoch with the same training loss and metrics as one never stopped."""
+        queued = [torch.cat(column) for column in zip(*self.queued, strict=True)] if self.queued else []
+        return {
+            "loss_sum": self.loss_sum,
+            "samples": self.samples,
+            "queued": queued,
+            "metrics": {
+                name: {
+                    key: value.clone() if isinstance(value, Tensor) else list(value)
+                    for key, value in m.metric_state.items()
+                }
+                for name, m in self.metrics.items(keep_base=True)
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        """`device`: the model's (a checkpoint is read onto the CPU; the next batches come on the model's device)."""
+        self.reset()
+        moved = _to(state, device)
+        self.loss_sum, self.samples = moved["loss_sum"], int(moved["samples"])
+        self.queued = [tuple(moved["queued"])] if moved["queued"] else []
+        metrics = dict(self.metrics.items(keep_base=True))
+        for name, values in moved["metrics"].items():
+            for key, value in values.items():
+                setattr(metrics[name], key, value)
+            metrics[name]._update_count = 1  # torchmetrics' count of updates: compute() without a warning
+
     def reset(self) -> None:
         self.metrics.reset()
         self.loss_sum, self.samples, self.queued = None, 0, []
+
+
+def _to(value: Any, device: torch.device | str) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to(item, device) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to(item, device) for item in value]
+    return value
