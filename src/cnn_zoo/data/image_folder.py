@@ -116,8 +116,9 @@ class FileSamples(Sequence[tuple[Path, int]]):
 Samples = FileSamples
 
 
-def has_image(folder: str) -> bool:
-    """Whether `folder` (or a sub-folder) holds an image file: stops at the first one, no `stat` per entry."""
+def walk_images(folder: str) -> Iterator[str]:
+    """The image files under `folder` (sub-folders too), unordered, as found: `os.scandir` reads the file types
+    with the names, so 100,000 photos cost no `stat` each (`rglob` and `is_file` did, twice the whole listing)."""
     pending = [folder]
     while pending:
         with os.scandir(pending.pop()) as entries:
@@ -125,8 +126,12 @@ def has_image(folder: str) -> bool:
                 if entry.is_dir():
                     pending.append(entry.path)
                 elif is_image_entry(entry):
-                    return True
-    return False
+                    yield entry.path
+
+
+def has_image(folder: str) -> bool:
+    """Whether `folder` (or a sub-folder) holds an image file: stops at the first one."""
+    return next(walk_images(folder), None) is not None
 
 
 def is_image_entry(entry: os.DirEntry) -> bool:
@@ -167,19 +172,10 @@ def list_samples(folder: Path, class_names: Sequence[str], known: Sequence[str] 
 def image_paths(folder: Path) -> list[str]:
     """The image files under `folder` (sub-folders too) as strings, in pathlib's order (component by component).
 
-    `os.scandir` reads the file types with the names, so 100,000 photos cost no `stat` each (`rglob` and
-    `is_file` did, twice the time of the whole listing). Sorting by the path with its separators made NUL (below
-    every character a name can hold) is the component order, without splitting every path into a list.
+    Sorting by the path with its separators made NUL (below every character a name can hold) is the component
+    order, without splitting every path into a list.
     """
-    found: list[str] = []
-    pending = [str(folder)] if folder.is_dir() else []
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir():
-                    pending.append(entry.path)
-                elif is_image_entry(entry):
-                    found.append(entry.path)
+    found = list(walk_images(str(folder))) if folder.is_dir() else []
     found.sort(key=lambda path: path.replace(os.sep, "\0"))
     return found
 
