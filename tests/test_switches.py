@@ -135,7 +135,7 @@ def test_warmup_raises_the_rate_linearly_before_the_schedule(compose_cfg, mnist_
     cfg = compose_cfg(*mnist_overrides(mnist_root, *overrides))
     model = build_classifier(cfg, build_datamodule(cfg).spec)
     (optimizer,), (warmup, main) = model.configure_optimizers()
-    assert warmup["name"] == "warmup" and "warmup_epochs" not in main
+    assert warmup["name"] == "lr-warmup" and "warmup_epochs" not in main
     rates = []
     for _ in range(4):
         rates.append(optimizer.param_groups[0]["lr"])

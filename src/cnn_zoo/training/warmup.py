@@ -31,6 +31,7 @@ def split_warmup(config: dict[str, Any]) -> tuple[dict[str, Any], int, float]:
 
 
 def warmup_scheduler(optimizer: torch.optim.Optimizer, epochs: int, start_factor: float) -> dict[str, Any]:
-    """Lightning's scheduler dict for the warmup: stepped once per epoch, logged as `warmup`."""
+    """Lightning's scheduler dict for the warmup, stepped once per epoch. Logged as `lr-warmup`: a TensorBoard
+    curve, kept out of metrics.json like `lr-<optimizer>` (as `warmup` it was a stray metric there)."""
     scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start_factor, total_iters=epochs)
-    return {"scheduler": scheduler, "interval": "epoch", "frequency": 1, "name": "warmup"}
+    return {"scheduler": scheduler, "interval": "epoch", "frequency": 1, "name": "lr-warmup"}
