@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import open_dict
 
 from cnn_zoo.runtime.errors import CnnZooError
 from cnn_zoo.train import train
@@ -121,6 +122,25 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_what_the_best_checkpoint_h
     ]
     assert float(sum(val)) / 60 == pytest.approx(epoch_acc[best["epoch"]], abs=1e-6)
     assert float(sum(test)) / 100 == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_before_the_average_starts_the_run_is_the_run_without_it(compose_cfg, mnist_root: Path, tmp_path: Path) -> None:
+    """An average that has not started yet must not validate, save or restore the initial weights."""
+    plain = compose_cfg(*mnist_overrides(mnist_root, "logger=none", "trainer.max_epochs=2"))
+    later = compose_cfg(
+        *mnist_overrides(mnist_root, "logger=none", "trainer.max_epochs=2", "callbacks.ema.decay=0.5"),
+        "callbacks.ema.update_starting_at_step=100000",
+    )
+    with open_dict(later):
+        later.paths.output_dir = str(tmp_path / "later")
+    plain_metrics, later_metrics = train(plain), train(later)
+    assert later_metrics["val/acc"] > 0.5 and later_metrics["test/acc"] > 0.5  # 10 classes: chance is 0.1
+    assert later_metrics["test/acc"] == pytest.approx(plain_metrics["test/acc"], abs=1e-6)
+    assert later_metrics["val/acc"] == pytest.approx(plain_metrics["val/acc"], abs=1e-6)
+    plain_best = checkpoint(Path(plain.paths.output_dir), "epoch_*.ckpt")["state_dict"]
+    later_best = checkpoint(tmp_path / "later", "epoch_*.ckpt")
+    assert all(torch.equal(later_best["state_dict"][k], v) for k, v in plain_best.items())
+    assert all(torch.equal(later_best["current_model_state"][k], v) for k, v in plain_best.items())
 
 
 def test_bad_ema_decay_is_one_line(compose_cfg, mnist_root: Path) -> None:

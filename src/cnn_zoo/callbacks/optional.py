@@ -28,6 +28,29 @@ class AveragedWeights(EMAWeightAveraging):
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
+    # Before its first update (`update_starting_at_step`) Lightning's average is the copy of the initial weights
+    # made at setup: it would validate them (chance accuracy), save them as the checkpoints' weights and, for a run
+    # that ends before the average starts, copy them over the trained model. Until then the model is its own average.
+    def _averaging(self) -> bool:
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._average_model is not None and not self._averaging():
+            checkpoint["state_dict"] = checkpoint["current_model_state"]
+
 
 def ema(
     decay: float | None = None, update_starting_at_step: int | None = None, update_every_n_steps: int = 1
