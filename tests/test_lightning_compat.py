@@ -240,3 +240,19 @@ def test_the_cluster_environment_is_the_accelerator_connectors(tmp_path: Path) -
 
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
     assert isinstance(cluster_environment(trainer), LightningEnvironment)
+
+
+def test_the_lr_finder_runs_without_its_bar_inside_the_block_only(tmp_path: Path, capfd) -> None:
+    from lightning.pytorch.tuner import Tuner, lr_finder
+
+    original = lr_finder.tqdm
+
+    def find() -> str:
+        trainer = L.Trainer(max_epochs=2, default_root_dir=tmp_path, **QUIET)
+        Tuner(trainer).lr_find(Tiny(), train_dataloaders=loader(6), num_training=5, early_stop_threshold=None,
+                                update_attr=False)  # fmt: skip
+        return capfd.readouterr().err
+
+    with compat.lr_finder_without_bar():
+        assert "Finding best initial lr" not in find()
+    assert lr_finder.tqdm is original and "Finding best initial lr" in find()

@@ -226,9 +226,12 @@ def test_print_config_prints_the_resolved_config_as_a_tree(compose_cfg, mnist_ro
     assert "${" not in out  # resolved
 
 
-@pytest.mark.parametrize("apply", [True, False])
-def test_lr_finder_sets_optimizer_lr_to_its_suggestion(compose_cfg, mnist_root: Path, apply: bool) -> None:
+@pytest.mark.parametrize(("apply", "suggestion"), [(True, "valley"), (False, "valley"), (True, "steepest")])
+def test_lr_finder_sets_optimizer_lr_to_its_suggestion(
+    compose_cfg, mnist_root: Path, apply: bool, suggestion: str
+) -> None:
     finder = ("lr_find=true", "lr_finder.num_training=16", "lr_finder.early_stop_threshold=null")
+    finder += (f"lr_finder.suggestion={suggestion}",)
     cfg = compose_cfg(*mnist_overrides(mnist_root, "logger=none", f"lr_finder.apply={apply}", *finder))
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
@@ -244,6 +247,8 @@ def test_lr_finder_sets_optimizer_lr_to_its_suggestion(compose_cfg, mnist_root: 
 def test_lr_finder_is_refused_where_it_cannot_run(compose_cfg, mnist_root: Path) -> None:
     with pytest.raises(CnnZooError, match="lr_find=true runs before training: it needs train=true"):
         train(compose_cfg(*mnist_overrides(mnist_root, "lr_find=true", "train=false", "ckpt_path=x.ckpt")))
+    with pytest.raises(CnnZooError, match="lr_finder.suggestion must be one of valley, steepest, got 'fastest'"):
+        train(compose_cfg(*mnist_overrides(mnist_root, "lr_find=true", "lr_finder.suggestion=fastest")))
     with pytest.raises(CnnZooError, match="lr_find=true runs in one process"):
         train(compose_cfg(*mnist_overrides(mnist_root, "lr_find=true", "trainer=ddp_cpu", "logger=none")))
 

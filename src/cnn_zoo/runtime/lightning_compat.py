@@ -11,6 +11,9 @@ Tested with: lightning 2.6 (`TESTED_LIGHTNING`).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -164,6 +167,25 @@ class EpochLabelledProgressBar(RichProgressBar):
 
     def epoch_label(self, current_epoch: int, lightning_label: str) -> str:
         return lightning_label
+
+
+# ------------------------------------------------------------------------------------ LR finder (switches.py)
+@contextmanager
+def lr_finder_without_bar() -> Iterator[None]:
+    """Lightning's range test without its tqdm bar, which would redraw "Finding best initial lr" a hundred times
+    into a log file: for runs whose progress bars are off (`runtime.progress.bars_enabled`).
+
+    why: `_LRCallback` opens `tqdm(...)` itself (`progress_bar_refresh_rate=1`, from the module's global `tqdm`)
+    and `Tuner.lr_find` passes no option for it. Public replacement: none in 2.6.
+    """
+    from lightning.pytorch.tuner import lr_finder
+
+    original = lr_finder.tqdm
+    lr_finder.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        lr_finder.tqdm = original
 
 
 # ------------------------------------------------------------------------------- divergence and signals (faults)

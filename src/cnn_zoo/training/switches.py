@@ -6,6 +6,7 @@ first so that a switch that cannot apply is one line (`check_switches`), not a t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from cnn_zoo.runtime import lightning_compat
 from cnn_zoo.runtime.errors import CnnZooError
+from cnn_zoo.runtime.progress import bars_enabled
+from cnn_zoo.training import lr_range
 
 if TYPE_CHECKING:
     import lightning as L
@@ -49,6 +53,9 @@ def check_switches(cfg: DictConfig) -> None:
         raise CnnZooError("train=false test=false does nothing: keep test=true to test the checkpoint")
     if cfg.get("lr_find") and not training:
         raise CnnZooError("lr_find=true runs before training: it needs train=true")
+    method = (cfg.get("lr_finder") or {}).get("suggestion", "valley")
+    if cfg.get("lr_find") and method not in lr_range.SUGGESTIONS:
+        raise CnnZooError(f"lr_finder.suggestion must be one of {', '.join(lr_range.SUGGESTIONS)}, got {method!r}")
     schedule = ((cfg.get("callbacks") or {}).get("accumulate_schedule") or {}).get("scheduling")
     if schedule and int(cfg.trainer.get("accumulate_grad_batches") or 1) != 1:
         raise CnnZooError(
@@ -71,43 +78,51 @@ def compile_network(model: Classifier, value: Any) -> str | None:
 def find_learning_rate(
     trainer: L.Trainer, model: Classifier, datamodule: L.LightningDataModule, options: DictConfig, run_dir: str
 ) -> dict[str, float]:
-    """Lightning's range test (`Tuner.lr_find`) on this model and data; its suggestion becomes `optimizer.lr`
-    (with `lr_finder.apply=true`) before the optimizer is built for the real fit. Returns `{"lr_find/lr": ...}`."""
+    """Lightning's range test (`Tuner.lr_find`) on this model and data; its suggestion (`lr_finder.suggestion`:
+    the middle of the longest descent of the raw-loss curve, or Lightning's steepest slope) becomes
+    `optimizer.lr` (with `lr_finder.apply=true`) before the optimizer is built for the real fit."""
     from lightning.pytorch.tuner import Tuner
 
     if trainer.world_size > 1:
         raise CnnZooError(
             "lr_find=true runs in one process: find the rate without DDP (trainer=default), then pass optimizer.lr="
         )
-    finder = Tuner(trainer).lr_find(
-        model,
-        datamodule=datamodule,
-        min_lr=float(options.min_lr),
-        max_lr=float(options.max_lr),
-        num_training=int(options.num_training),
-        mode=str(options.mode),
-        early_stop_threshold=None if options.early_stop_threshold is None else float(options.early_stop_threshold),
-        update_attr=False,  # the rate lives in hparams.optimizer, set below
-    )
-    suggestion = finder.suggestion() if finder is not None else None
+    method = str(options.suggestion)
+    quiet = contextlib.nullcontext() if bars_enabled() else lightning_compat.lr_finder_without_bar()
+    with quiet, lr_range.recording_range_test(model) as curve:
+        finder = Tuner(trainer).lr_find(
+            model,
+            datamodule=datamodule,
+            min_lr=float(options.min_lr),
+            max_lr=float(options.max_lr),
+            num_training=int(options.num_training),
+            mode=str(options.mode),
+            early_stop_threshold=None if options.early_stop_threshold is None else float(options.early_stop_threshold),
+            update_attr=False,  # the rate lives in hparams.optimizer, set below
+        )
+    beta = float(options.smoothing)
+    if finder is None:
+        suggestion = None
+    elif method == "valley":
+        suggestion = lr_range.valley_suggestion(curve, beta)
+    else:
+        suggestion = finder.suggestion()
     if suggestion is None:
         raise CnnZooError(
             "the learning-rate finder found no suggestion (too few batches or a diverging loss): "
             "raise lr_finder.num_training or lower lr_finder.max_lr"
         )
+    plot = Path(run_dir) / LR_FIND_PLOT
     if trainer.is_global_zero:
-        figure = finder.plot(suggest=True)
-        figure.savefig(Path(run_dir) / LR_FIND_PLOT, dpi=100)
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+        lr_range.plot_range_test(curve, beta, float(suggestion), str(options.mode) == "exponential", plot)
     before = model.hparams.optimizer.get("lr")
     if options.apply:
         model.hparams.optimizer["lr"] = float(suggestion)
-        log.info("lr_find: learning rate %.3g (was %s); plot %s", suggestion, before, Path(run_dir) / LR_FIND_PLOT)
+        log.info("lr_find: learning rate %.3g (was %s, %s of %d steps); plot %s",
+                 suggestion, before, method, len(curve.losses), plot)  # fmt: skip
     else:
-        log.info("lr_find: suggested learning rate %.3g, not applied (lr_finder.apply=false): training with %s",
-                 suggestion, before)  # fmt: skip
+        log.info("lr_find: suggested learning rate %.3g (%s of %d steps), not applied (lr_finder.apply=false): "
+                 "training with %s; plot %s", suggestion, method, len(curve.losses), before, plot)  # fmt: skip
     return {LR_FIND_METRIC: float(suggestion)}
 
 
