@@ -2,16 +2,19 @@
 
     # the recipe (label smoothing + EMA + warmup; mixup where augmentation is on) beside the experiments' figures
     CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_recipe.py recipe [--epochs 100 30] [--budget-min 600]
+    # ... and each experiment without it in the same sitting, e.g. at another seed
+    CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_recipe.py recipe --only catsdogs_scratch --baseline -- seed=1
     # compile=true against eager, alternating runs, each in a fresh process with an empty compile cache
     CNN_ZOO_DATA_DIR=../shared/data python scripts/bench_recipe.py compile [--rounds 2] [--epochs 3]
     # a smoke run of either: --epochs 1 -- trainer.limit_train_batches=3 ... (Hydra overrides after `--`)
 
-`recipe` trains each experiment through the normal pipeline with `tta=hflip` (plain and TTA test accuracy) and
-the recipe's overrides, and reports test accuracy, epochs and seconds per epoch beside the experiment's figure
-without them (catsdogs_aug 87.7% at 100 epochs, catsdogs_scratch 77.8% at 30, bf16). `compile` runs each
-experiment eager, compiled, eager, compiled... (`--rounds` pairs), each run in its own process so that every
-compiled run compiles from nothing, and reports the first epoch (compiling included) and the steady-state seconds
-per epoch (the median of the later epochs). Reports go to outputs/benchmarks/recipe.{md,json} and compile.{md,json}.
+`recipe` trains each experiment through the normal pipeline with `tta=hflip` (plain and TTA test accuracy) and the
+recipe's overrides (with `--baseline`, also without them: the same precision, seed and data), and reports test
+accuracy, epochs and seconds per epoch beside the experiment's figure without them (catsdogs_aug 87.7% at 100
+epochs, catsdogs_scratch 77.8% at 30, bf16). `compile` runs each experiment eager, compiled, eager, compiled...
+(`--rounds` pairs), each run in its own process so that every compiled run compiles from nothing, and reports the
+first epoch (compiling included) and the steady-state seconds per epoch (the median of the later epochs). Reports go
+to outputs/benchmarks/recipe.{md,json} and compile.{md,json}.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ BASELINES = {"catsdogs_aug": (0.877, 100, 0.878), "catsdogs_scratch": (0.778, 30
 # Per experiment, since they differ in how much regularisation they already have: catsdogs_scratch has no
 # augmentation and over-fits from the third epoch (label smoothing and the average against it; mixing under-fits);
 # catsdogs_aug has flip/rotate/zoom already, so mixup on half the batches, no cutmix (it can cut the animal out).
-COMMON = ["model.loss.label_smoothing=0.1", "trainer.precision=bf16-mixed", "model.channels_last=true"]
+SPEED = ["trainer.precision=bf16-mixed", "model.channels_last=true"]  # as the baselines were measured
+COMMON = ["model.loss.label_smoothing=0.1", *SPEED]
 RECIPES = {
     "catsdogs_aug": [
         "augmentation.mixup_alpha=0.2",
@@ -44,10 +48,15 @@ RECIPES = {
         "scheduler.warmup_epochs=5",
         *COMMON,
     ],
-    # Tried first, both below the baseline (docs/benchmarks/2026-12-07-recipe-amd-epyc-avx512bf16.md): mixup 0.2 +
-    # cutmix 1.0 on 80% of batches, EMA 0.998, 3 warmup epochs (77.7% test, under-fitted in 30 epochs); mixup on
-    # half the batches, EMA 0.995, 2 warmup epochs (75.1%, early-stopped at 24). Now: no mixing at all.
+    # Tries 1-3 (docs/benchmarks/2026-12-07-recipe-amd-epyc-avx512bf16.md) were below the baseline: EMA 0.998 lagged
+    # eight epochs behind (and before the EMA fix validated the initial weights), lighter mixing was early-stopped
+    # at its first plateau. This one (try 4, 2026-12-08): try 1's mixing with a short average (0.99, about 1.6
+    # epochs) and the whole cosine schedule (no early stopping).
     "catsdogs_scratch": [
+        "augmentation.mixup_alpha=0.2",
+        "augmentation.cutmix_alpha=1.0",
+        "augmentation.mixup_prob=0.8",
+        "callbacks.early_stopping=null",
         "callbacks.ema.decay=0.99",
         "callbacks.ema.update_starting_at_step=126",  # after the 2 warmup epochs of 63 steps
         "scheduler.warmup_epochs=2",
@@ -63,25 +72,29 @@ def limited(overrides: list[str]) -> bool:
     return any(o.startswith(("trainer.limit_", "+trainer.limit_")) for o in overrides)
 
 
-def recipe_row(experiment: str, epochs: int, budget_s: float, out: Path, extra: list[str]) -> dict:
-    run_dir = out / "recipe_runs" / f"{experiment}_{datetime.now():%Y%m%d_%H%M%S}"
+def recipe_row(experiment: str, epochs: int, budget_s: float, out: Path, extra: list[str], bare: bool) -> dict:
+    """One run of `experiment` with its recipe, or without it (`bare`: the baseline, measured in the same sitting)."""
+    name = "without the recipe" if bare else "recipe"
+    run_dir = out / "recipe_runs" / f"{experiment}_{'bare' if bare else 'recipe'}_{datetime.now():%Y%m%d_%H%M%S}"
     overrides = [f"experiment={experiment}", f"trainer.max_epochs={epochs}", "tta=hflip", "logger=csv"]
     started = time.perf_counter()
     metrics, timer = run_experiment(
-        [*overrides, *RECIPES[experiment], *extra], run_dir, budget_s=budget_s, verbose=True
+        [*overrides, *(SPEED if bare else RECIPES[experiment]), *extra], run_dir, budget_s=budget_s, verbose=True
     )
     baseline, baseline_epochs, baseline_tta = BASELINES[experiment]
     accuracy = metrics.get("test/acc") or 0.0
     return {
         "experiment": experiment,
+        "run": name,
         "epochs (max)": f"{len(timer.durations)} ({epochs})",
         "s/epoch": timer.mean,
         "test acc": metrics.get("test/acc"),
         "test acc TTA": metrics.get("test/acc_tta"),
-        "without the recipe": f"{baseline:.3f} / TTA {baseline_tta:.3f} at {baseline_epochs} epochs",
-        "above": "n/a (limited run)" if limited(extra) else ("yes" if accuracy > baseline else "no"),
+        "best val acc": metrics.get("val/acc_best"),
+        "the experiment's figure": f"{baseline:.3f} / TTA {baseline_tta:.3f} at {baseline_epochs} epochs",
+        "above": "n/a" if bare or limited(extra) else ("yes" if accuracy > baseline else "no"),
         "total min": (time.perf_counter() - started) / 60,
-        "run": str(run_dir),
+        "folder": str(run_dir),
     }
 
 
@@ -90,10 +103,12 @@ def recipe(args: argparse.Namespace) -> None:
     epochs = args.epochs or [BASELINES[e][1] for e in experiments]
     epochs = epochs * len(experiments) if len(epochs) == 1 else epochs
     rows = [
-        recipe_row(experiment, count, args.budget_min * 60, args.out, args.overrides)
+        recipe_row(experiment, count, args.budget_min * 60, args.out, args.overrides, bare)
         for experiment, count in zip(experiments, epochs, strict=True)
+        for bare in ((True, False) if args.baseline else (False,))
     ]
-    columns = ["experiment", "epochs (max)", "s/epoch", "test acc", "test acc TTA", "without the recipe", "above"]
+    columns = ["experiment", "run", "epochs (max)", "s/epoch", "test acc", "test acc TTA", "best val acc"]
+    columns += ["the experiment's figure", "above"]
     notes = [
         *(f"recipe for {e}: {' '.join(RECIPES[e])}" for e in experiments),
         f"extra overrides: {' '.join(args.overrides) or 'none'}",
@@ -159,6 +174,7 @@ def main() -> None:
     parser.add_argument("--epochs", nargs="+", type=int, default=None, help="recipe: one per experiment")
     parser.add_argument("--only", nargs="+", choices=list(BASELINES), help="recipe: these experiments only")
     parser.add_argument("--budget-min", type=float, default=600.0, help="recipe: minutes per experiment")
+    parser.add_argument("--baseline", action="store_true", help="recipe: also each experiment without the recipe")
     parser.add_argument("--rounds", type=int, default=2, help="compile: eager/compiled pairs per experiment")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks"))
     parser.add_argument("--experiment", help=argparse.SUPPRESS)
