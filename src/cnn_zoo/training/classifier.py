@@ -7,6 +7,9 @@ checkpoints holding the older flat `facts` dict load too (`DataSpec.from_dict`).
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import hydra.utils
@@ -64,6 +67,22 @@ def class_weight_tensor(spec: str | list[float] | None, data: DataSpec) -> Tenso
         return torch.tensor([float(w) for w in spec])
     raise CnnZooError(f"model.class_weights must be null, 'balanced' or a list of {num_classes} numbers, got {spec!r}")
 
+
+
+# torchmetrics' warnings when a class is absent from the targets: in Lightning's sanity check (two batches of a
+# validation set read class by class) that is the rule, not news; in a real validation epoch they still show
+MISSING_CLASS_WARNINGS = (r"No positive samples in targets", r"No negative samples in targets")
+
+
+@contextlib.contextmanager
+def without_missing_class_warnings(active: bool) -> Iterator[None]:
+    if not active:
+        yield
+        return
+    with warnings.catch_warnings():
+        for message in MISSING_CLASS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 class Classifier(L.LightningModule):
     """Loss, metrics, optimizer/scheduler wiring and test-time augmentation for any `net`."""
@@ -229,7 +248,8 @@ class Classifier(L.LightningModule):
         """`val/loss` (the mean over the epoch's samples), `val/acc`..., and the best `val/acc` so far, once."""
         if self.val_tally.empty:
             return
-        loss, values = self.val_tally.compute_and_reset()
+        with without_missing_class_warnings(self.trainer.sanity_checking):
+            loss, values = self.val_tally.compute_and_reset()
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict(values, prog_bar=True)  # torchmetrics' compute already gathered every rank's counts
         self.val_acc_best.update(values["val/acc"])
